@@ -1,0 +1,3 @@
+//! Limits on launching: the rate.
+
+pub(crate) mod rate;
