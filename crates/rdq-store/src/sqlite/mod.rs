@@ -1,0 +1,569 @@
+//! The embedded SQLite backend: one file, nothing to install.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rdq_store::StoreError> {
+//! use rdq_store::sqlite::{SqliteOptions, SqliteStore};
+//!
+//! let store = SqliteStore::open("rdq.db", SqliteOptions::default()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # One process per file
+//!
+//! The store takes an exclusive lock on `<file>.lock` (holding its pid), so a
+//! second process is refused with an error that names the first. Several
+//! nodes sharing work need the PostgreSQL backend.
+//!
+//! # Threads
+//!
+//! A writer thread runs every write in batches (group commit; the design is
+//! in `sqlite/writer.rs`); a syncer thread makes them durable (`syncer.rs`,
+//! which also argues why this is as safe as `synchronous = FULL`); reads
+//! run on a small pool of read-only connections, beside the writer (the log
+//! lets readers and the writer work at once). A read first has the writer
+//! commit whatever was requested before it, so every caller reads its own
+//! writes.
+//!
+//! # Sync levels
+//!
+//! * [`SyncLevel::Full`] (the default): a put is acknowledged only after the
+//!   log holding it is synced to disk. An acknowledged job survives `kill -9`,
+//!   an OS crash and a power cut.
+//! * [`SyncLevel::Normal`]: a put is acknowledged once committed, before the
+//!   disk sync, which follows within `sync_interval` (100 ms by default). An
+//!   acknowledged job survives `kill -9` (the data is with the kernel), but an
+//!   OS crash or power cut can take back the puts of the last
+//!   `sync_interval`. Faster per put when puts come one at a time.
+//!
+//! At either level, outcomes (a job finished) are synced within
+//! `sync_interval`: a power cut in that window can make a finished job run
+//! once more (at-least-once), never lose one.
+//!
+//! # Recovery
+//!
+//! At open, every job still `underway` belonged to a process that died (the
+//! lock guarantees no live process holds this file): each goes back to
+//! `pending` and runs again as its next attempt, or to `dead` if that was its
+//! last one. [`SqliteStore::recovered`] tells how many.
+
+pub(crate) mod lock;
+mod queries;
+mod schema;
+mod syncer;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{broadcast, oneshot, Notify};
+
+use self::lock::LockFile;
+use self::syncer::Syncer;
+use self::writer::{Ack, Op, Reply, Work, Writer};
+use crate::error::{Result, StoreError};
+use crate::row::{Completion, Inserted, JobId, JobRow, NewJob, Timestamp};
+use crate::store::{
+    CancelResult, ClaimParams, ListParams, QueueRecord, ReprioritizeResult, RescueParams,
+    RescueReport, RetryResult, StateCounts, Store,
+};
+
+/// How much must be on disk before a put is acknowledged. See the
+/// [module docs](self#sync-levels).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncLevel {
+    /// Synced to disk: survives power loss.
+    #[default]
+    Full,
+    /// Committed, synced within `sync_interval`: survives `kill -9`.
+    Normal,
+}
+
+/// How to open a [`SqliteStore`].
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// See [`SyncLevel`].
+    pub sync: SyncLevel,
+    /// Longest a commit stays unsynced when nobody waits for it.
+    pub sync_interval: Duration,
+    /// Read-only connections kept for reads.
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            sync: SyncLevel::Full,
+            sync_interval: Duration::from_millis(100),
+            readers: 4,
+        }
+    }
+}
+
+struct Shared {
+    path: PathBuf,
+    ops: mpsc::Sender<Op>,
+    readers: Mutex<Vec<Connection>>,
+    signals: Mutex<HashMap<String, Arc<Notify>>>,
+    finished: broadcast::Sender<JobId>,
+    recovered: RescueReport,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Released by `close` (or when the last clone goes).
+    lock: Mutex<Option<LockFile>>,
+}
+
+/// A durable store in one SQLite file. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn configure(conn: &Connection, path: &Path) -> Result<()> {
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| open_error(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Database(format!(
+            "could not switch to write-ahead logging (journal mode is {mode})"
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = NORMAL;
+         PRAGMA wal_autocheckpoint = 0;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -16384;",
+    )
+    .map_err(|e| open_error(path, e))?;
+    Ok(())
+}
+
+fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(
+            rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::ReadOnly
+            | rusqlite::ErrorCode::PermissionDenied,
+        ) => StoreError::Open {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()),
+        },
+        Some(rusqlite::ErrorCode::NotADatabase) => StoreError::Database(format!(
+            "{} is not an rdq database (not SQLite)",
+            path.display()
+        )),
+        _ => StoreError::from(e),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, migrates it, and
+    /// recovers the jobs a dead process left underway.
+    pub async fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore> {
+        let path = path.as_ref().to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, options))
+            .await
+            .map_err(|e| StoreError::Database(format!("opening panicked: {e}")))?
+    }
+
+    fn open_blocking(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(StoreError::NoDirectory { path, dir });
+        }
+        let lock = LockFile::acquire(&path)?;
+        let mut conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
+        configure(&conn, &path)?;
+        schema::migrate(&mut conn, &path)?;
+        let now = Timestamp::from(std::time::SystemTime::now());
+        let recovered = queries::rescue(&conn, Timestamp(i64::MAX), None, now)?;
+        if recovered.requeued + recovered.dead > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                requeued = recovered.requeued,
+                dead = recovered.dead,
+                "recovered jobs left underway by a process that died"
+            );
+        }
+        // Everything so far on disk before any work starts (the log exists
+        // from the first write on).
+        let wal_path = {
+            let mut p = path.as_os_str().to_owned();
+            p.push("-wal");
+            PathBuf::from(p)
+        };
+        let sync_now = |p: &Path| match std::fs::File::open(p).and_then(|f| f.sync_all()) {
+            // No log yet: nothing was written since the last clean close.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(|source| StoreError::Io {
+                path: p.to_owned(),
+                source,
+            }),
+        };
+        sync_now(&wal_path)?;
+        sync_now(&path)?;
+
+        let sync_conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
+        configure(&sync_conn, &path)?;
+        let (ops_tx, ops_rx) = mpsc::channel();
+        let (sync_tx, sync_rx) = mpsc::channel();
+        let (finished, _) = broadcast::channel(4096);
+        let writer = Writer {
+            conn,
+            ops: ops_rx,
+            syncer: sync_tx,
+            finished: finished.clone(),
+            ack_at_commit: options.sync == SyncLevel::Normal,
+        };
+        let syncer = Syncer::new(wal_path, sync_conn, sync_rx, options.sync_interval);
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(f)
+                .map_err(|source| StoreError::Io {
+                    path: path.clone(),
+                    source,
+                })
+        };
+        let threads = vec![
+            spawn("rdq-sqlite-writer", Box::new(move || writer.run()))?,
+            spawn("rdq-sqlite-syncer", Box::new(move || syncer.run()))?,
+        ];
+        let mut readers = Vec::new();
+        for _ in 0..options.readers.max(1) {
+            readers.push(Self::open_reader(&path)?);
+        }
+        Ok(SqliteStore {
+            shared: Arc::new(Shared {
+                path,
+                ops: ops_tx,
+                readers: Mutex::new(readers),
+                signals: Mutex::new(HashMap::new()),
+                finished,
+                recovered,
+                threads: Mutex::new(threads),
+                lock: Mutex::new(Some(lock)),
+            }),
+        })
+    }
+
+    fn open_reader(path: &Path) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(path, e))?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+        Ok(conn)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// What recovery at open did: jobs left underway by a dead process.
+    pub fn recovered(&self) -> RescueReport {
+        self.shared.recovered
+    }
+
+    /// Writes everything queued, checkpoints, stops the store's threads and
+    /// releases the file, even while clones of this store exist. Later calls
+    /// on any clone fail with [`StoreError::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        self.flush().await?;
+        self.send(Op::Shutdown)?;
+        let threads = std::mem::take(
+            &mut *self
+                .shared
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("closing panicked: {e}")))?;
+        // The writer is gone: let another process (or a reopen) have the file.
+        self.shared
+            .lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        Ok(())
+    }
+
+    fn send(&self, op: Op) -> Result<()> {
+        self.shared.ops.send(op).map_err(|_| StoreError::Closed)
+    }
+
+    /// Runs `f` in the writer's transaction; answers at the `ack` point.
+    async fn write<T, F>(&self, ack: Ack, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let work: Work = Box::new(move |conn: Option<&Connection>| match conn.map(f) {
+            Some(Ok(value)) => Reply {
+                ok: true,
+                done: Box::new(move |r: Result<()>| {
+                    let _ = tx.send(r.map(|()| value));
+                }),
+            },
+            Some(Err(e)) => Reply {
+                ok: false,
+                done: Box::new(move |_| {
+                    let _ = tx.send(Err(e));
+                }),
+            },
+            None => Reply {
+                ok: false,
+                done: Box::new(move |r: Result<()>| {
+                    let _ = tx.send(Err(r.err().unwrap_or(StoreError::Closed)));
+                }),
+            },
+        });
+        self.send(Op::Write { ack, work })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a reader connection, off the async threads, after
+    /// committing every write requested before: a caller always reads its
+    /// own writes, including those answered before their commit.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.flush().await?;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = shared
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => Self::open_reader(&shared.path)?,
+            };
+            let result = f(&conn);
+            shared
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("a read panicked: {e}")))?
+    }
+}
+
+impl Store for SqliteStore {
+    async fn insert_many(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Inserted>> {
+        for job in &jobs {
+            validate(job)?;
+        }
+        let queues: Vec<String> = {
+            let mut q: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
+            q.sort();
+            q.dedup();
+            q
+        };
+        let inserted = self
+            .write(Ack::Sync, move |conn| queries::insert(conn, &jobs, now))
+            .await?;
+        for q in queues {
+            self.work_signal(&q).notify_one();
+        }
+        Ok(inserted)
+    }
+
+    async fn claim(&self, params: ClaimParams) -> Result<Vec<JobRow>> {
+        if params.max == 0 {
+            return Ok(Vec::new());
+        }
+        self.write(Ack::Now, move |conn| queries::claim(conn, &params))
+            .await
+    }
+
+    fn complete(&self, done: Completion) {
+        if let Err(e) = self.send(Op::Complete(done)) {
+            tracing::error!(error = %e, "a job's outcome could not be queued for writing");
+        }
+    }
+
+    async fn flush(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Flush(Box::new(move |r| {
+            let _ = tx.send(r);
+        })))?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn heartbeat(&self, node: &str, ids: Vec<JobId>, lease_until: Timestamp) -> Result<u64> {
+        let node = node.to_owned();
+        self.write(Ack::Now, move |conn| {
+            queries::heartbeat(conn, &node, &ids, lease_until)
+        })
+        .await
+    }
+
+    async fn rescue(&self, params: RescueParams) -> Result<RescueReport> {
+        let now = Timestamp::from(std::time::SystemTime::now());
+        let report = self
+            .write(Ack::Now, move |conn| {
+                queries::rescue(conn, params.expired_before, params.queue.as_deref(), now)
+            })
+            .await?;
+        if report.requeued > 0 {
+            for signal in self
+                .shared
+                .signals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+            {
+                signal.notify_one();
+            }
+        }
+        Ok(report)
+    }
+
+    async fn promote_due(&self, queue: &str, now: Timestamp) -> Result<u64> {
+        let queue = queue.to_owned();
+        self.write(Ack::Now, move |conn| {
+            queries::promote_due(conn, &queue, now)
+        })
+        .await
+    }
+
+    async fn next_due(&self, queue: &str) -> Result<Option<Timestamp>> {
+        let queue = queue.to_owned();
+        self.read(move |conn| queries::next_due(conn, &queue)).await
+    }
+
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<CancelResult> {
+        let result = self
+            .write(Ack::Sync, move |conn| queries::cancel(conn, id, now))
+            .await?;
+        if result == CancelResult::Cancelled {
+            let _ = self.shared.finished.send(id);
+        }
+        Ok(result)
+    }
+
+    async fn reprioritize(&self, id: JobId, priority: i32) -> Result<ReprioritizeResult> {
+        self.write(Ack::Sync, move |conn| {
+            queries::reprioritize(conn, id, priority)
+        })
+        .await
+    }
+
+    async fn retry(&self, id: JobId, now: Timestamp) -> Result<RetryResult> {
+        let result = self
+            .write(Ack::Sync, move |conn| queries::retry(conn, id, now))
+            .await?;
+        if result == RetryResult::Retried {
+            if let Some(job) = self.get(id).await? {
+                self.work_signal(&job.queue).notify_one();
+            }
+        }
+        Ok(result)
+    }
+
+    async fn oldest_pending(&self, queue: &str) -> Result<Option<Timestamp>> {
+        let queue = queue.to_owned();
+        self.read(move |conn| queries::oldest_pending(conn, &queue))
+            .await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<JobRow>> {
+        self.read(move |conn| queries::get(conn, id)).await
+    }
+
+    async fn list(&self, params: ListParams) -> Result<Vec<JobRow>> {
+        self.read(move |conn| queries::list(conn, &params)).await
+    }
+
+    async fn counts(&self, queue: &str) -> Result<StateCounts> {
+        let queue = queue.to_owned();
+        self.read(move |conn| queries::counts(conn, &queue)).await
+    }
+
+    async fn prune(&self, queue: &str, before: Timestamp, limit: u64) -> Result<u64> {
+        let queue = queue.to_owned();
+        self.write(Ack::Now, move |conn| {
+            queries::prune(conn, &queue, before, limit)
+        })
+        .await
+    }
+
+    async fn load_queue(&self, name: &str) -> Result<Option<QueueRecord>> {
+        let name = name.to_owned();
+        self.read(move |conn| queries::load_queue(conn, &name))
+            .await
+    }
+
+    async fn save_queue(&self, record: QueueRecord) -> Result<()> {
+        let now = Timestamp::from(std::time::SystemTime::now());
+        self.write(Ack::Sync, move |conn| {
+            queries::save_queue(conn, &record, now)
+        })
+        .await
+    }
+
+    fn work_signal(&self, queue: &str) -> Arc<Notify> {
+        self.shared
+            .signals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(queue.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn finished_events(&self) -> broadcast::Receiver<JobId> {
+        self.shared.finished.subscribe()
+    }
+}
+
+/// Refuses what the database would store but nobody could use.
+fn validate(job: &NewJob) -> Result<()> {
+    if job.queue.is_empty() {
+        return Err(StoreError::Invalid("a job needs a queue name".into()));
+    }
+    if job.kind.is_empty() {
+        return Err(StoreError::Invalid("a job needs a kind".into()));
+    }
+    if job.max_attempts == 0 {
+        return Err(StoreError::Invalid(
+            "max_attempts must be at least 1".into(),
+        ));
+    }
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&job.args) {
+        return Err(StoreError::Invalid(format!(
+            "job args are not valid JSON: {e}"
+        )));
+    }
+    Ok(())
+}

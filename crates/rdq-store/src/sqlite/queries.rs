@@ -1,0 +1,429 @@
+//! The SQL of each store operation, on one connection.
+//!
+//! Writes run on the writer thread inside its batch transaction; reads run on
+//! reader connections. Statements are prepared once per connection
+//! (`prepare_cached`).
+
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::error::Result;
+use crate::row::{Completion, Finish, Inserted, JobId, JobRow, JobState, NewJob, Timestamp};
+use crate::store::{
+    CancelResult, ClaimParams, ListParams, QueueRecord, ReprioritizeResult, RescueReport,
+    RetryResult, StateCounts,
+};
+
+// Conditions on `state` are OR chains, as in the schema (see its header):
+// IN lists build a temporary index per execution.
+
+/// A job waiting to run.
+const WAITING: &str = "(state = 'scheduled' OR state = 'pending' OR state = 'failed')";
+
+/// A live job: the states in which its key is unique.
+const LIVE: &str =
+    "(state = 'scheduled' OR state = 'pending' OR state = 'underway' OR state = 'failed')";
+
+/// A job that will not run again.
+const FINAL: &str = "(state = 'succeeded' OR state = 'dead' OR state = 'cancelled')";
+
+/// Scheduled jobs and retries (the `rdq_jobs_due` index).
+const DUE: &str = "(state = 'scheduled' OR state = 'failed')";
+
+const COLUMNS: &str =
+    "id, queue, kind, args, priority, state, attempt, max_attempts, run_at, queued_at, \
+     launched_at, finished_at, key, timeout_ms, result, error, node, lease_until";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
+    let state: String = r.get(5)?;
+    let state = state.parse::<JobState>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(JobRow {
+        id: JobId(r.get(0)?),
+        queue: r.get(1)?,
+        kind: r.get(2)?,
+        args: r.get(3)?,
+        priority: r.get(4)?,
+        state,
+        attempt: r.get(6)?,
+        max_attempts: r.get(7)?,
+        run_at: Timestamp(r.get(8)?),
+        queued_at: Timestamp(r.get(9)?),
+        launched_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
+        finished_at: r.get::<_, Option<i64>>(11)?.map(Timestamp),
+        key: r.get(12)?,
+        timeout: r
+            .get::<_, Option<i64>>(13)?
+            .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+        result: r.get(14)?,
+        error: r.get(15)?,
+        node: r.get(16)?,
+        lease_until: r.get::<_, Option<i64>>(17)?.map(Timestamp),
+    })
+}
+
+pub(crate) fn insert(conn: &Connection, jobs: &[NewJob], now: Timestamp) -> Result<Vec<Inserted>> {
+    // Plain statements, prepared once: no RETURNING, which would build a
+    // temporary table per row.
+    let mut plain = conn.prepare_cached(
+        "INSERT INTO rdq_jobs (queue, kind, args, priority, state, max_attempts, run_at, queued_at, key, timeout_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let mut keyed = conn.prepare_cached(&format!(
+        "INSERT INTO rdq_jobs (queue, kind, args, priority, state, max_attempts, run_at, queued_at, key, timeout_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT (queue, key) WHERE key IS NOT NULL AND {LIVE} DO NOTHING"
+    ))?;
+    let mut existing = conn.prepare_cached(&format!(
+        "SELECT id FROM rdq_jobs WHERE queue = ?1 AND key = ?2 AND {LIVE}"
+    ))?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let run_at = job.run_at.unwrap_or(now).max(now);
+        let state = if run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Pending
+        };
+        let timeout_ms = job
+            .timeout
+            .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
+        let values = params![
+            job.queue,
+            job.kind,
+            job.args,
+            job.priority,
+            state.as_str(),
+            job.max_attempts,
+            run_at.0,
+            now.0,
+            job.key,
+            timeout_ms
+        ];
+        let stmt = if job.key.is_some() {
+            &mut keyed
+        } else {
+            &mut plain
+        };
+        out.push(if stmt.execute(values)? == 1 {
+            Inserted {
+                id: JobId(conn.last_insert_rowid()),
+                existing: false,
+            }
+        } else {
+            Inserted {
+                id: JobId(existing.query_row(params![job.queue, job.key], |r| r.get(0))?),
+                existing: true,
+            }
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn claim(conn: &Connection, p: &ClaimParams) -> Result<Vec<JobRow>> {
+    // Select, then update by id: two simple cached statements. (One
+    // `UPDATE ... WHERE id IN (SELECT ...) RETURNING` is recompiled on every
+    // run and builds temporary tables; this is several times cheaper.)
+    // No LIMIT: a bound LIMIT makes SQLite recompile the statement at every
+    // run; the index yields rows in order, so taking `max` costs `max` steps.
+    let mut select = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM rdq_jobs WHERE queue = ?1 AND state = 'pending' ORDER BY priority, run_at, id"
+    ))?;
+    let mut jobs = select
+        .query_map(params![p.queue], row)?
+        .take(p.max)
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut update = conn.prepare_cached(
+        "UPDATE rdq_jobs SET state = 'underway', attempt = attempt + 1, launched_at = ?2, \
+         finished_at = NULL, node = ?3, lease_until = ?4 WHERE id = ?1",
+    )?;
+    let lease_until = p.now.plus(p.lease);
+    for job in &mut jobs {
+        update.execute(params![job.id.0, p.now.0, p.node, lease_until.0])?;
+        job.state = JobState::Underway;
+        job.attempt += 1;
+        job.launched_at = Some(p.now);
+        job.finished_at = None;
+        job.node = Some(p.node.clone());
+        job.lease_until = Some(lease_until);
+    }
+    Ok(jobs)
+}
+
+/// Records one outcome. Returns the job's id if it reached a final state.
+/// An outcome for an attempt that is no longer underway changes nothing.
+pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<Option<JobId>> {
+    const GUARD: &str = "WHERE id = ?1 AND attempt = ?2 AND state = 'underway'";
+    let changed = match &c.finish {
+        Finish::Succeeded { result } => conn
+            .prepare_cached(&format!(
+                "UPDATE rdq_jobs SET state = 'succeeded', finished_at = ?3, result = ?4, \
+                 node = NULL, lease_until = NULL {GUARD}"
+            ))?
+            .execute(params![c.id.0, c.attempt, c.at.0, result])?,
+        Finish::Retry { error, run_at } => conn
+            .prepare_cached(&format!(
+                "UPDATE rdq_jobs SET state = 'failed', finished_at = ?3, error = ?4, run_at = ?5, \
+                 node = NULL, lease_until = NULL {GUARD}"
+            ))?
+            .execute(params![c.id.0, c.attempt, c.at.0, error, run_at.0])?,
+        Finish::Dead { error } => conn
+            .prepare_cached(&format!(
+                "UPDATE rdq_jobs SET state = 'dead', finished_at = ?3, error = ?4, \
+                 node = NULL, lease_until = NULL {GUARD}"
+            ))?
+            .execute(params![c.id.0, c.attempt, c.at.0, error])?,
+        Finish::Snooze { error, run_at } => conn
+            .prepare_cached(&format!(
+                "UPDATE rdq_jobs SET state = 'scheduled', finished_at = ?3, error = ?4, run_at = ?5, \
+                 max_attempts = max_attempts + 1, node = NULL, lease_until = NULL {GUARD}"
+            ))?
+            .execute(params![c.id.0, c.attempt, c.at.0, error, run_at.0])?,
+        Finish::Cancelled => conn
+            .prepare_cached(&format!(
+                "UPDATE rdq_jobs SET state = 'cancelled', finished_at = ?3, \
+                 node = NULL, lease_until = NULL {GUARD}"
+            ))?
+            .execute(params![c.id.0, c.attempt, c.at.0])?,
+        Finish::Released {
+            launched: false, ..
+        } => conn
+            .prepare_cached(&format!(
+                "UPDATE rdq_jobs SET state = 'pending', attempt = attempt - 1, launched_at = NULL, \
+                 node = NULL, lease_until = NULL {GUARD}"
+            ))?
+            .execute(params![c.id.0, c.attempt])?,
+        Finish::Released {
+            launched: true,
+            error,
+        } => conn
+            .prepare_cached(&format!(
+                "UPDATE rdq_jobs SET state = 'pending', finished_at = ?3, error = ?4, \
+                 node = NULL, lease_until = NULL {GUARD}"
+            ))?
+            .execute(params![c.id.0, c.attempt, c.at.0, error])?,
+    };
+    let is_final = matches!(
+        c.finish,
+        Finish::Succeeded { .. } | Finish::Dead { .. } | Finish::Cancelled
+    );
+    Ok((changed > 0 && is_final).then_some(c.id))
+}
+
+pub(crate) fn heartbeat(
+    conn: &Connection,
+    node: &str,
+    ids: &[JobId],
+    lease_until: Timestamp,
+) -> Result<u64> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE rdq_jobs SET lease_until = ?1 WHERE id = ?2 AND node = ?3 AND state = 'underway'",
+    )?;
+    let mut held = 0;
+    for id in ids {
+        held += stmt.execute(params![lease_until.0, id.0, node])? as u64;
+    }
+    Ok(held)
+}
+
+pub(crate) fn rescue(
+    conn: &Connection,
+    expired_before: Timestamp,
+    queue: Option<&str>,
+    now: Timestamp,
+) -> Result<RescueReport> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE rdq_jobs SET \
+           state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END, \
+           error = CASE WHEN attempt >= max_attempts \
+                   THEN 'orphaned on its last attempt: the node running it stopped without finishing it' \
+                   ELSE 'interrupted: the node running it stopped without finishing it' END, \
+           finished_at = CASE WHEN attempt >= max_attempts THEN ?2 ELSE finished_at END, \
+           node = NULL, lease_until = NULL \
+         WHERE state = 'underway' AND (lease_until IS NULL OR lease_until < ?1) \
+           AND (?3 IS NULL OR queue = ?3) \
+         RETURNING state",
+    )?;
+    let states = stmt
+        .query_map(params![expired_before.0, now.0, queue], |r| {
+            r.get::<_, String>(0)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let dead = states.iter().filter(|s| *s == "dead").count() as u64;
+    Ok(RescueReport {
+        requeued: states.len() as u64 - dead,
+        dead,
+    })
+}
+
+pub(crate) fn promote_due(conn: &Connection, queue: &str, now: Timestamp) -> Result<u64> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "UPDATE rdq_jobs SET state = 'pending' WHERE queue = ?1 AND {DUE} AND run_at <= ?2"
+        ))?
+        .execute(params![queue, now.0])? as u64)
+}
+
+pub(crate) fn next_due(conn: &Connection, queue: &str) -> Result<Option<Timestamp>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT MIN(run_at) FROM rdq_jobs WHERE queue = ?1 AND {DUE}"
+        ))?
+        .query_row(params![queue], |r| r.get::<_, Option<i64>>(0))?
+        .map(Timestamp))
+}
+
+pub(crate) fn get(conn: &Connection, id: JobId) -> Result<Option<JobRow>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM rdq_jobs WHERE id = ?1"))?
+        .query_row(params![id.0], row)
+        .optional()?)
+}
+
+pub(crate) fn cancel(conn: &Connection, id: JobId, now: Timestamp) -> Result<CancelResult> {
+    let Some(job) = get(conn, id)? else {
+        return Ok(CancelResult::NotFound);
+    };
+    match job.state {
+        JobState::Underway => Ok(CancelResult::Underway(Box::new(job))),
+        st if st.is_final() => Ok(CancelResult::Finished(st)),
+        _ => {
+            conn.prepare_cached(&format!(
+                "UPDATE rdq_jobs SET state = 'cancelled', finished_at = ?2 WHERE id = ?1 AND {WAITING}"
+            ))?
+            .execute(params![id.0, now.0])?;
+            Ok(CancelResult::Cancelled)
+        }
+    }
+}
+
+pub(crate) fn retry(conn: &Connection, id: JobId, now: Timestamp) -> Result<RetryResult> {
+    let Some(job) = get(conn, id)? else {
+        return Ok(RetryResult::NotFound);
+    };
+    if !matches!(
+        job.state,
+        JobState::Failed | JobState::Dead | JobState::Cancelled
+    ) {
+        return Ok(RetryResult::NotRetryable(job.state));
+    }
+    // One more attempt if they were all spent; the history stays.
+    conn.prepare_cached(
+        "UPDATE rdq_jobs SET state = 'pending', run_at = ?2, max_attempts = MAX(max_attempts, attempt + 1) \
+         WHERE id = ?1",
+    )?
+    .execute(params![id.0, now.0])?;
+    Ok(RetryResult::Retried)
+}
+
+pub(crate) fn oldest_pending(conn: &Connection, queue: &str) -> Result<Option<Timestamp>> {
+    Ok(conn
+        .prepare_cached("SELECT MIN(run_at) FROM rdq_jobs WHERE queue = ?1 AND state = 'pending'")?
+        .query_row(params![queue], |r| r.get::<_, Option<i64>>(0))?
+        .map(Timestamp))
+}
+
+pub(crate) fn reprioritize(
+    conn: &Connection,
+    id: JobId,
+    priority: i32,
+) -> Result<ReprioritizeResult> {
+    let Some(job) = get(conn, id)? else {
+        return Ok(ReprioritizeResult::NotFound);
+    };
+    if !matches!(
+        job.state,
+        JobState::Scheduled | JobState::Pending | JobState::Failed
+    ) {
+        return Ok(ReprioritizeResult::NotWaiting(job.state));
+    }
+    conn.prepare_cached("UPDATE rdq_jobs SET priority = ?2 WHERE id = ?1")?
+        .execute(params![id.0, priority])?;
+    Ok(ReprioritizeResult::Changed(job.priority))
+}
+
+pub(crate) fn list(conn: &Connection, p: &ListParams) -> Result<Vec<JobRow>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM rdq_jobs WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(q) = &p.queue {
+        sql.push_str(" AND queue = ?");
+        args.push(q.clone().into());
+    }
+    if let Some(st) = p.state {
+        sql.push_str(" AND state = ?");
+        args.push(st.as_str().to_owned().into());
+    }
+    if let Some(before) = p.before {
+        sql.push_str(" AND id < ?");
+        args.push(before.0.into());
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    args.push((p.limit.max(1) as i64).into());
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+pub(crate) fn counts(conn: &Connection, queue: &str) -> Result<StateCounts> {
+    let mut stmt = conn
+        .prepare_cached("SELECT state, COUNT(*) FROM rdq_jobs WHERE queue = ?1 GROUP BY state")?;
+    let mut counts = StateCounts::new();
+    for r in stmt.query_map(params![queue], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })? {
+        let (state, n) = r?;
+        if let Ok(state) = state.parse::<JobState>() {
+            counts.insert(state, n as u64);
+        }
+    }
+    Ok(counts)
+}
+
+pub(crate) fn prune(conn: &Connection, queue: &str, before: Timestamp, limit: u64) -> Result<u64> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "DELETE FROM rdq_jobs WHERE id IN (SELECT id FROM rdq_jobs \
+                 WHERE queue = ?1 AND {FINAL} AND finished_at < ?2 LIMIT ?3)"
+        ))?
+        .execute(params![queue, before.0, limit as i64])? as u64)
+}
+
+pub(crate) fn load_queue(conn: &Connection, name: &str) -> Result<Option<QueueRecord>> {
+    let found = conn
+        .prepare_cached("SELECT declared, settings FROM rdq_queues WHERE name = ?1")?
+        .query_row(params![name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .optional()?;
+    let Some((declared, settings)) = found else {
+        return Ok(None);
+    };
+    let parse = |text: &str| {
+        serde_json::from_str(text).map_err(|e| {
+            crate::StoreError::Database(format!("queue {name}: stored settings are not JSON: {e}"))
+        })
+    };
+    Ok(Some(QueueRecord {
+        name: name.to_owned(),
+        declared: parse(&declared)?,
+        settings: parse(&settings)?,
+    }))
+}
+
+pub(crate) fn save_queue(conn: &Connection, rec: &QueueRecord, now: Timestamp) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO rdq_queues (name, declared, settings, updated_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (name) DO UPDATE SET declared = ?2, settings = ?3, updated_at = ?4",
+    )?
+    .execute(params![
+        rec.name,
+        rec.declared.to_string(),
+        rec.settings.to_string(),
+        now.0
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! The writer thread: every write, in few transactions.
+//!
+//! # Group commit
+//!
+//! Requests queue on a channel. The writer opens a transaction at the first
+//! request and keeps running requests in it while more arrive, then commits
+//! once. It commits as soon as a request that waits for durability (a put, a
+//! cancel, a settings change) or a flush is in the transaction and nothing
+//! else is queued; otherwise after [`IDLE`] without a request, or when the
+//! transaction is [`MAX_AGE`] old or holds [`MAX_BATCH`] requests. So the
+//! busier the store, the more each commit carries: under load a commit
+//! serves hundreds of puts, claims and outcomes.
+//!
+//! # Answers
+//!
+//! Each request says when it may be answered ([`Ack`]):
+//!
+//! * [`Ack::Now`]: right after it ran inside the open transaction, before the
+//!   commit (claims, heartbeats, promotions). Claims thus never wait for a
+//!   commit, let alone the disk. The writer is the only writer, so later
+//!   requests see its effect at once. If the commit then fails (full disk,
+//!   I/O error), its effect is void: a job claimed from it is still pending
+//!   and may run again — at-least-once, never lost.
+//! * [`Ack::Sync`]: after the commit is on disk. The connection runs
+//!   `synchronous = NORMAL` (a commit writes the log but does not wait for
+//!   the disk), and the [syncer](super::syncer) thread syncs the log and then
+//!   answers: many commits share one `fsync`, and the writer never waits for
+//!   the disk.
+//!
+//! # Failure
+//!
+//! Each request runs in its own savepoint, so one that fails (a constraint, a
+//! bad value) is rolled back alone and the rest of the transaction commits.
+//! If SQLite aborts the whole transaction (full disk, I/O error), every
+//! request not yet answered gets the error, and nothing half-done remains.
+
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tokio::sync::broadcast;
+
+use super::queries;
+use super::syncer::SyncMsg;
+use crate::error::{Result, StoreError};
+use crate::row::{Completion, JobId};
+
+/// Most requests in one transaction.
+const MAX_BATCH: usize = 8192;
+
+/// Commit after this long without a request.
+const IDLE: Duration = Duration::from_micros(200);
+
+/// Commit a transaction at the latest this long after it began.
+const MAX_AGE: Duration = Duration::from_millis(10);
+
+/// Answers a request: `Ok` when its [`Ack`] point is reached, or the error
+/// that stopped its transaction.
+pub(crate) type Done = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// A request's work and how to answer it.
+pub(crate) struct Reply {
+    /// Whether its statements succeeded (else its savepoint is rolled back).
+    pub(crate) ok: bool,
+    pub(crate) done: Done,
+}
+
+/// A request's work. Called with the connection inside the transaction; or
+/// with `None` when its transaction failed before it ran, to get its answer
+/// for that failure.
+pub(crate) type Work = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+
+/// When a request may be answered; see the [module docs](self#answers).
+/// (A flush is answered at commit.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ack {
+    Now,
+    Sync,
+}
+
+pub(crate) enum Op {
+    /// Work, answered at its [`Ack`] point.
+    Write { ack: Ack, work: Work },
+    /// An outcome: no answer, written with the rest.
+    Complete(Completion),
+    /// Answer once everything before it is committed.
+    Flush(Done),
+    /// Commit what came before, then stop: later requests fail as closed.
+    Shutdown,
+}
+
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) ops: Receiver<Op>,
+    pub(crate) syncer: Sender<SyncMsg>,
+    pub(crate) finished: broadcast::Sender<JobId>,
+    /// Answer `Ack::Sync` requests at commit (sync level `Normal`).
+    pub(crate) ack_at_commit: bool,
+}
+
+/// An open transaction's bookkeeping.
+struct Txn {
+    started: Instant,
+    requests: usize,
+    /// Someone waits for this commit: commit as soon as the queue is empty.
+    urgent: bool,
+    at_commit: Vec<Done>,
+    at_sync: Vec<Done>,
+    finished: Vec<JobId>,
+}
+
+impl Writer {
+    /// Runs until shut down (or every sender is gone), then checkpoints and
+    /// returns.
+    pub(crate) fn run(mut self) {
+        let mut stop = false;
+        while !stop {
+            let Ok(first) = self.ops.recv() else { break };
+            if matches!(first, Op::Shutdown) {
+                break;
+            }
+            if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+                fail(unanswered(vec![first]), e.into());
+                continue;
+            }
+            let mut txn = Txn {
+                started: Instant::now(),
+                requests: 0,
+                urgent: false,
+                at_commit: Vec::new(),
+                at_sync: Vec::new(),
+                finished: Vec::new(),
+            };
+            let mut next = Some(first);
+            let mut failed = None;
+            while let Some(op) = next.take() {
+                if matches!(op, Op::Shutdown) {
+                    stop = true;
+                    break;
+                }
+                if let Err(e) = self.apply(op, &mut txn) {
+                    failed = Some(e);
+                    break;
+                }
+                if txn.requests >= MAX_BATCH || txn.started.elapsed() >= MAX_AGE {
+                    break;
+                }
+                next = match self.ops.try_recv() {
+                    Ok(op) => Some(op),
+                    Err(TryRecvError::Disconnected) => None,
+                    Err(TryRecvError::Empty) if txn.urgent => None,
+                    Err(TryRecvError::Empty) => self.ops.recv_timeout(IDLE).ok(),
+                };
+            }
+            match failed {
+                Some(e) => self.abort(txn, e),
+                None => self.commit(txn),
+            }
+        }
+        // Drop the receiver first, so that requests sent from now on fail at
+        // once as closed instead of waiting for an answer that never comes.
+        drop(std::mem::replace(
+            &mut self.ops,
+            std::sync::mpsc::channel().1,
+        ));
+        // Clean shutdown: fold the log into the database.
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(error = %e, "final checkpoint failed; the log will be replayed at next open");
+        }
+        let _ = self.syncer.send(SyncMsg::Stop);
+    }
+
+    /// Runs one request in the open transaction. An error means SQLite gave
+    /// up the whole transaction.
+    fn apply(&mut self, op: Op, txn: &mut Txn) -> Result<()> {
+        txn.requests += 1;
+        match op {
+            Op::Write { ack, work } => {
+                run_cached(&self.conn, "SAVEPOINT op")?;
+                let reply = work(Some(&self.conn));
+                let cleanup = if reply.ok {
+                    run_cached(&self.conn, "RELEASE op")
+                } else {
+                    run_cached(&self.conn, "ROLLBACK TO op")
+                        .and_then(|()| run_cached(&self.conn, "RELEASE op"))
+                };
+                match ack {
+                    // An op whose own statements failed answers with its own
+                    // error whenever it is called; do it now.
+                    Ack::Now => (reply.done)(Ok(())),
+                    _ if !reply.ok => (reply.done)(Ok(())),
+                    Ack::Sync => {
+                        txn.urgent = true;
+                        if self.ack_at_commit {
+                            txn.at_commit.push(reply.done);
+                        } else {
+                            txn.at_sync.push(reply.done);
+                        }
+                    }
+                }
+                cleanup?;
+            }
+            Op::Complete(c) => match queries::complete(&self.conn, &c) {
+                Ok(Some(id)) => txn.finished.push(id),
+                Ok(None) => {}
+                Err(e) if self.conn.is_autocommit() => return Err(e),
+                Err(e) => {
+                    // The job stays underway; it is rescued and runs again
+                    // (at-least-once), nothing is lost.
+                    tracing::error!(job = %c.id, error = %e, "could not record a job's outcome");
+                }
+            },
+            Op::Flush(done) => {
+                txn.urgent = true;
+                txn.at_commit.push(done);
+            }
+            Op::Shutdown => {}
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, mut txn: Txn) {
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            return self.abort(txn, e.into());
+        }
+        for done in txn.at_commit.drain(..) {
+            done(Ok(()));
+        }
+        for id in txn.finished.drain(..) {
+            let _ = self.finished.send(id);
+        }
+        // The syncer answers durable requests after its next fsync, and
+        // syncs plain commits soon anyway.
+        let _ = self.syncer.send(SyncMsg::Committed(txn.at_sync));
+    }
+
+    fn abort(&mut self, mut txn: Txn, error: StoreError) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        if !txn.finished.is_empty() {
+            tracing::error!(
+                outcomes = txn.finished.len(),
+                "job outcomes were not recorded; those jobs will run again"
+            );
+        }
+        let mut dones = std::mem::take(&mut txn.at_commit);
+        dones.append(&mut txn.at_sync);
+        tracing::warn!(%error, waiting = dones.len(), "a write transaction failed; nothing of it was committed");
+        fail(dones, error);
+    }
+}
+
+/// Runs a statement prepared once per connection (no parsing per request).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// The answers owed by requests that never ran.
+fn unanswered(ops: Vec<Op>) -> Vec<Done> {
+    ops.into_iter()
+        .filter_map(|op| match op {
+            Op::Write { work, .. } => Some(work(None).done),
+            Op::Complete(c) => {
+                tracing::error!(job = %c.id, "a job's outcome was not recorded; it will run again");
+                None
+            }
+            Op::Flush(done) => Some(done),
+            Op::Shutdown => None,
+        })
+        .collect()
+}
+
+fn fail(dones: Vec<Done>, error: StoreError) {
+    let message = error.to_string();
+    let disk_full = matches!(error, StoreError::DiskFull(_));
+    for done in dones {
+        done(Err(if disk_full {
+            StoreError::DiskFull(message.clone())
+        } else {
+            StoreError::Database(message.clone())
+        }));
+    }
+}

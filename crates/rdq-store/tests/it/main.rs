@@ -1,0 +1,9 @@
+//! Integration tests of `rdq-store`, one binary, against real SQLite files.
+
+mod support;
+
+mod crash;
+mod durable;
+mod sqlite;
+mod state_machine;
+mod store;

@@ -1,0 +1,33 @@
+//! Fresh stores in temporary directories.
+
+use rdq_store::sqlite::{SqliteOptions, SqliteStore};
+
+/// A store in a fresh temporary directory, removed when dropped.
+pub(crate) struct TempStore {
+    pub(crate) store: SqliteStore,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl TempStore {
+    pub(crate) async fn new() -> TempStore {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("t.db"), SqliteOptions::default())
+            .await
+            .unwrap();
+        TempStore { store, dir }
+    }
+
+    /// Closes and opens the same file again, as a restart would.
+    pub(crate) async fn reopen(self) -> TempStore {
+        self.store.close().await.unwrap();
+        let path = self.dir.path().join("t.db");
+        drop(self.store);
+        let store = SqliteStore::open(path, SqliteOptions::default())
+            .await
+            .unwrap();
+        TempStore {
+            store,
+            dir: self.dir,
+        }
+    }
+}
