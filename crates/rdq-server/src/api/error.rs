@@ -1,0 +1,160 @@
+//! The API's one error type: every failure is
+//! `{"error": {"code": "...", "message": "..."}}` with the right status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rdq_store::{DurableError, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (bad JSON, a bad query or path).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// No such queue or job.
+    #[error("{0}")]
+    NotFound(String),
+    /// The job is in a state that forbids this (finished, underway, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is larger than the server accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Well-formed but invalid (a negative width, an unknown field value).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The store cannot take it now (full disk, shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The error inside [`ErrorBody`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code: `bad_request`, `unauthorized`,
+    /// `not_found`, `conflict`, `payload_too_large`, `unprocessable`,
+    /// `unavailable`, `internal`.
+    pub code: &'static str,
+    /// What went wrong and how to fix it, for people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Status and code, in one place.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %self, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+            },
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
+            StoreError::Invalid(m) => ApiError::Unprocessable(m),
+            e if e.is_unavailable() => ApiError::Unavailable(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<DurableError> for ApiError {
+    fn from(e: DurableError) -> Self {
+        match e {
+            DurableError::Store(e) => e.into(),
+            e @ DurableError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            e @ (DurableError::Finished(..)
+            | DurableError::Underway(_)
+            | DurableError::NotRetryable(..)
+            | DurableError::Elsewhere(..)) => ApiError::Conflict(e.to_string()),
+            e @ (DurableError::UnknownKind { .. } | DurableError::InvalidArgs(_)) => {
+                ApiError::Unprocessable(e.to_string())
+            }
+            e @ DurableError::Stopped => {
+                ApiError::Unavailable(format!("{e}: the server is shutting down"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_and_queue_errors_map_to_statuses() {
+        let status = |e: ApiError| e.status_and_code().0;
+        assert_eq!(
+            status(StoreError::DiskFull("full".into()).into()),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(StoreError::Closed.into()),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(StoreError::Invalid("x".into()).into()),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let id = rdq_store::JobId(7);
+        assert_eq!(
+            status(DurableError::NotFound(id).into()),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(DurableError::Finished(id, rdq_store::JobState::Dead).into()),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(DurableError::Underway(id).into()),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(DurableError::Stopped.into()),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(DurableError::InvalidArgs("x".into()).into()),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! `/api/v1/queues`: list, look at, and steer queues.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use rdq_store::{JobSpec, PutOptions, Timestamp};
+
+use super::error::{ApiError, ErrorBody};
+use super::json::{ApiJson, ApiPath};
+use super::types::{
+    queue_view, BatchBody, BatchReply, PutBody, PutReply, QueueList, QueuePatch, QueueView,
+};
+use crate::app::{App, Event, ServerQueue};
+
+/// Most jobs in one batch put.
+pub const MAX_BATCH: usize = 10_000;
+
+pub(crate) fn find<'a>(app: &'a App, name: &str) -> Result<&'a ServerQueue, ApiError> {
+    app.queues.get(name).ok_or_else(|| {
+        let known: Vec<&str> = app.queues.keys().map(String::as_str).collect();
+        ApiError::NotFound(format!("no queue named {name:?}; the queues are {known:?}"))
+    })
+}
+
+pub(crate) async fn view(q: &ServerQueue) -> Result<QueueView, ApiError> {
+    let counts = q.queue.counts().await?;
+    let now = q.queue.clock().now();
+    let oldest = q.queue.oldest_pending().await?.map(|t| now.since(t));
+    Ok(queue_view(
+        q.queue.name(),
+        q.config.executor.kind(),
+        q.queue.settings(),
+        &counts,
+        q.queue.held_until(),
+        oldest,
+    ))
+}
+
+/// Every queue.
+#[utoipa::path(get, path = "/api/v1/queues", tag = "queues",
+    responses((status = 200, body = QueueList)))]
+pub async fn list(State(app): State<Arc<App>>) -> Result<axum::Json<QueueList>, ApiError> {
+    let mut queues = Vec::with_capacity(app.queues.len());
+    for q in app.queues.values() {
+        queues.push(view(q).await?);
+    }
+    Ok(axum::Json(QueueList { queues }))
+}
+
+/// One queue.
+#[utoipa::path(get, path = "/api/v1/queues/{name}", tag = "queues",
+    params(("name" = String, Path, description = "The queue")),
+    responses((status = 200, body = QueueView), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(app): State<Arc<App>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<axum::Json<QueueView>, ApiError> {
+    Ok(axum::Json(view(find(&app, &name)?).await?))
+}
+
+/// Changes a queue's width, rate, timeout or paused state, now and after
+/// restarts.
+#[utoipa::path(patch, path = "/api/v1/queues/{name}", tag = "queues",
+    params(("name" = String, Path, description = "The queue")),
+    request_body = QueuePatch,
+    responses((status = 200, body = QueueView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn patch(
+    State(app): State<Arc<App>>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(patch): ApiJson<QueuePatch>,
+) -> Result<axum::Json<QueueView>, ApiError> {
+    let q = find(&app, &name)?;
+    // Check everything before changing anything.
+    let rate = match patch.rate {
+        Some(Some(body)) => Some(Some(body.to_rate().map_err(ApiError::Unprocessable)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let changed = |change: &str| {
+        app.emit(Event::Queue {
+            queue: name.clone(),
+            change: change.to_owned(),
+        })
+    };
+    if let Some(width) = patch.width {
+        q.queue.set_width(width).await?;
+        changed("width");
+    }
+    if let Some(rate) = rate {
+        q.queue.set_rate(rate).await?;
+        changed("rate");
+    }
+    if let Some(timeout) = patch.timeout_ms {
+        q.queue
+            .set_timeout(timeout.map(std::time::Duration::from_millis))
+            .await?;
+        changed("timeout");
+    }
+    match patch.paused {
+        Some(true) => {
+            q.queue.pause().await?;
+            changed("paused");
+        }
+        Some(false) => {
+            q.queue.resume().await?;
+            changed("resumed");
+        }
+        None => {}
+    }
+    Ok(axum::Json(view(q).await?))
+}
+
+fn spec(q: &ServerQueue, body: PutBody) -> Result<JobSpec, ApiError> {
+    let mut options = PutOptions::priority(body.priority);
+    if let Some(text) = &body.run_at {
+        let at = humantime::parse_rfc3339_weak(text).map_err(|e| {
+            ApiError::Unprocessable(format!("run_at {text:?} is not an RFC 3339 time ({e})"))
+        })?;
+        options = options.run_at(at);
+    }
+    if let Some(ms) = body.delay_ms {
+        if body.run_at.is_some() {
+            return Err(ApiError::Unprocessable(
+                "give run_at or delay_ms, not both".into(),
+            ));
+        }
+        let at = q
+            .queue
+            .clock()
+            .now()
+            .plus(std::time::Duration::from_millis(ms));
+        options = options.run_at(at.to_system_time());
+    }
+    if let Some(key) = body.key {
+        if key.is_empty() || key.len() > 255 {
+            return Err(ApiError::Unprocessable(
+                "key must be 1 to 255 characters".into(),
+            ));
+        }
+        options = options.key(key);
+    }
+    if let Some(n) = body.max_attempts {
+        if n == 0 {
+            return Err(ApiError::Unprocessable(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        options = options.max_attempts(n);
+    }
+    if let Some(ms) = body.timeout_ms {
+        if ms == 0 {
+            return Err(ApiError::Unprocessable(
+                "timeout_ms must be at least 1".into(),
+            ));
+        }
+        options = options.timeout(std::time::Duration::from_millis(ms));
+    }
+    JobSpec::new(q.config.executor.kind(), &body.args, options).map_err(ApiError::from)
+}
+
+async fn put_specs(
+    app: &App,
+    q: &ServerQueue,
+    specs: Vec<JobSpec>,
+) -> Result<Vec<PutReply>, ApiError> {
+    let now = q.queue.clock().now();
+    let scheduled: Vec<bool> = specs
+        .iter()
+        .map(|s| s.options.run_at.is_some_and(|t| Timestamp::from(t) > now))
+        .collect();
+    let inserted = q.queue.put_many(specs).await?;
+    for (i, s) in inserted.iter().zip(scheduled) {
+        if !i.existing {
+            app.emit(Event::Job {
+                id: i.id.0,
+                queue: q.queue.name().to_owned(),
+                event: if s { "scheduled" } else { "queued" }.to_owned(),
+                attempt: 0,
+            });
+        }
+    }
+    Ok(inserted
+        .into_iter()
+        .map(|i| PutReply {
+            id: i.id.0,
+            existing: i.existing,
+        })
+        .collect())
+}
+
+/// Puts one job. Returns once it is committed (201; 200 when a live job with
+/// the same key already existed).
+#[utoipa::path(post, path = "/api/v1/queues/{name}/jobs", tag = "jobs",
+    params(("name" = String, Path, description = "The queue")),
+    request_body = PutBody,
+    responses((status = 201, body = PutReply), (status = 200, body = PutReply, description = "an existing job with this key"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn put(
+    State(app): State<Arc<App>>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<PutBody>,
+) -> Result<(axum::http::StatusCode, axum::Json<PutReply>), ApiError> {
+    let q = find(&app, &name)?;
+    let spec = spec(q, body)?;
+    let reply = put_specs(&app, q, vec![spec]).await?.remove(0);
+    let status = if reply.existing {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::CREATED
+    };
+    Ok((status, axum::Json(reply)))
+}
+
+/// Puts up to 10,000 jobs in one commit, in order: all or none.
+#[utoipa::path(post, path = "/api/v1/queues/{name}/jobs/batch", tag = "jobs",
+    params(("name" = String, Path, description = "The queue")),
+    request_body = BatchBody,
+    responses((status = 201, body = BatchReply), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn put_batch(
+    State(app): State<Arc<App>>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<BatchBody>,
+) -> Result<(axum::http::StatusCode, axum::Json<BatchReply>), ApiError> {
+    let q = find(&app, &name)?;
+    if body.jobs.len() > MAX_BATCH {
+        return Err(ApiError::TooLarge(format!(
+            "{} jobs in one batch; at most {MAX_BATCH}",
+            body.jobs.len()
+        )));
+    }
+    if body.jobs.is_empty() {
+        return Err(ApiError::Unprocessable("the batch has no jobs".into()));
+    }
+    let specs = body
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| spec(q, b).map_err(|e| prefix(i, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let jobs = put_specs(&app, q, specs).await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        axum::Json(BatchReply { jobs }),
+    ))
+}
+
+fn prefix(index: usize, e: ApiError) -> ApiError {
+    match e {
+        ApiError::Unprocessable(m) => ApiError::Unprocessable(format!("jobs[{index}]: {m}")),
+        other => other,
+    }
+}

@@ -1,0 +1,279 @@
+//! The API's JSON: what requests carry and responses return.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdq_store::{JobRow, JobState, QueueSettings, Timestamp};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// A job.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobView {
+    /// Its id.
+    pub id: i64,
+    /// Its queue.
+    pub queue: String,
+    /// Its kind (the queue's executor: `http` or `command`).
+    pub kind: String,
+    /// `scheduled`, `pending`, `underway`, `succeeded`, `failed` (will
+    /// retry), `dead` or `cancelled`.
+    pub state: String,
+    /// Lower runs first.
+    pub priority: i32,
+    /// Runs started so far.
+    pub attempt: u32,
+    /// Runs allowed.
+    pub max_attempts: u32,
+    /// Its arguments.
+    #[schema(value_type = Object)]
+    pub args: serde_json::Value,
+    /// When it may run (RFC 3339).
+    pub run_at: String,
+    /// When it was put.
+    pub queued_at: String,
+    /// When its latest attempt started.
+    pub launched_at: Option<String>,
+    /// When its latest attempt ended.
+    pub finished_at: Option<String>,
+    /// Its idempotency key.
+    pub key: Option<String>,
+    /// Its own timeout, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// What its executor returned, once succeeded.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// The latest error.
+    pub error: Option<String>,
+}
+
+impl From<JobRow> for JobView {
+    fn from(row: JobRow) -> Self {
+        let parse = |text: &str| {
+            serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_owned()))
+        };
+        JobView {
+            id: row.id.0,
+            args: parse(&row.args),
+            result: row.result.as_deref().map(parse),
+            queue: row.queue,
+            kind: row.kind,
+            state: row.state.to_string(),
+            priority: row.priority,
+            attempt: row.attempt,
+            max_attempts: row.max_attempts,
+            run_at: row.run_at.to_string(),
+            queued_at: row.queued_at.to_string(),
+            launched_at: row.launched_at.map(|t| t.to_string()),
+            finished_at: row.finished_at.map(|t| t.to_string()),
+            key: row.key,
+            timeout_ms: row.timeout.map(|t| t.as_millis() as u64),
+            error: row.error,
+        }
+    }
+}
+
+/// A launch rate: `count` launches per `period_ms`, `burst` back to back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateBody {
+    /// Launches per period (at least 1).
+    pub count: u32,
+    /// The period in milliseconds (at least 1).
+    pub period_ms: u64,
+    /// Launches allowed back to back (default 1).
+    #[serde(default = "one")]
+    pub burst: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl RateBody {
+    /// The rate, or what is wrong with it.
+    pub fn to_rate(self) -> Result<rdq::Rate, String> {
+        rdq::Rate::new(self.count, Duration::from_millis(self.period_ms))
+            .and_then(|r| r.with_burst(self.burst))
+            .map_err(|e| format!("rate: {e}"))
+    }
+}
+
+/// A queue: its settings now, and its jobs by state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueueView {
+    /// Its name.
+    pub name: String,
+    /// `http` or `command`.
+    pub executor: String,
+    /// Most jobs underway at once.
+    pub width: usize,
+    /// The launch rate, if limited.
+    pub rate: Option<RateBody>,
+    /// Whether launches are paused.
+    pub paused: bool,
+    /// Default timeout of each attempt, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Until when a throttling target holds launches (RFC 3339), if it does.
+    pub held_until: Option<String>,
+    /// Jobs per state.
+    pub counts: BTreeMap<String, u64>,
+    /// How long the longest-waiting pending job has been ready.
+    pub oldest_pending_age_seconds: Option<f64>,
+}
+
+/// A change to a queue: only the fields given change. `rate: null` and
+/// `timeout_ms: null` remove the limit.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePatch {
+    /// New width (0 or more).
+    pub width: Option<usize>,
+    /// New rate, or `null` for none.
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<RateBody>)]
+    pub rate: Option<Option<RateBody>>,
+    /// Pause (`true`) or resume (`false`).
+    pub paused: Option<bool>,
+    /// New default timeout in milliseconds, or `null` for none.
+    #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<u64>)]
+    pub timeout_ms: Option<Option<u64>>,
+}
+
+/// Present (even as `null`) becomes `Some`; absent stays `None` (by
+/// `#[serde(default)]`).
+fn some<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A job to put.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutBody {
+    /// Its arguments (any JSON; default `null`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub args: serde_json::Value,
+    /// Lower runs first (default 0).
+    #[serde(default)]
+    pub priority: i32,
+    /// Not before this time (RFC 3339).
+    pub run_at: Option<String>,
+    /// Not before this many milliseconds from now.
+    pub delay_ms: Option<u64>,
+    /// Idempotency key: while a live job of the queue has it, the put
+    /// returns that job.
+    pub key: Option<String>,
+    /// Runs allowed (default: the queue's).
+    pub max_attempts: Option<u32>,
+    /// Its own timeout in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// The answer to a put.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct PutReply {
+    /// The job's id.
+    pub id: i64,
+    /// `true` if a live job with the same key existed: nothing was added.
+    pub existing: bool,
+}
+
+/// Jobs to put in one commit.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// The jobs, in order.
+    pub jobs: Vec<PutBody>,
+}
+
+/// The answer to a batch put, in the same order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchReply {
+    /// One per job.
+    pub jobs: Vec<PutReply>,
+}
+
+/// Filters and paging for `GET /api/v1/jobs`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this state.
+    pub state: Option<String>,
+    /// The cursor: `next` from the previous page.
+    pub before: Option<i64>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobPage {
+    /// The jobs.
+    pub jobs: Vec<JobView>,
+    /// Pass as `before` for the next page; `null` on the last page.
+    pub next: Option<i64>,
+}
+
+/// The queues.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueueList {
+    /// Every queue, by name.
+    pub queues: Vec<QueueView>,
+}
+
+/// A new priority.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityBody {
+    /// Lower runs first.
+    pub priority: i32,
+}
+
+/// The answer to a reprioritize.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PriorityReply {
+    /// The priority before.
+    pub old: i32,
+    /// The job now.
+    pub job: JobView,
+}
+
+/// How long to wait for a job to finish.
+#[derive(Debug, Clone, Copy, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Milliseconds, 0 to 60000 (default 30000).
+    pub timeout_ms: Option<u64>,
+}
+
+pub(crate) fn queue_view(
+    name: &str,
+    executor: &str,
+    settings: QueueSettings,
+    counts: &rdq_store::StateCounts,
+    held_until: Option<Timestamp>,
+    oldest_age: Option<Duration>,
+) -> QueueView {
+    QueueView {
+        name: name.to_owned(),
+        executor: executor.to_owned(),
+        width: settings.width,
+        rate: settings.rate.map(|r| RateBody {
+            count: r.count,
+            period_ms: r.period_ms,
+            burst: r.burst,
+        }),
+        paused: settings.paused,
+        timeout_ms: settings.timeout_ms,
+        held_until: held_until.map(|t| t.to_string()),
+        counts: JobState::ALL
+            .iter()
+            .map(|s| (s.to_string(), counts.get(s).copied().unwrap_or(0)))
+            .collect(),
+        oldest_pending_age_seconds: oldest_age.map(|d| d.as_secs_f64()),
+    }
+}

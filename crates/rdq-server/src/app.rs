@@ -1,0 +1,223 @@
+//! The running server's state: its store, its queues and their executors,
+//! metrics, and the event stream.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdq_store::sqlite::SqliteStore;
+use rdq_store::{DurableQueue, JobContext, StopReport};
+use serde::Serialize;
+use tokio::sync::broadcast;
+use utoipa::ToSchema;
+
+use crate::config::{Config, ExecutorConfig, QueueConfig};
+use crate::executor::command::{Children, CommandExecutor};
+use crate::executor::http::HttpExecutor;
+use crate::metrics::Metrics;
+
+/// A queue as the server runs it.
+pub type Queue = DurableQueue<SqliteStore>;
+
+/// The default timeout of an http queue that sets none: a request must not
+/// wait forever.
+const HTTP_DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One of the server's queues.
+#[derive(Debug)]
+pub struct ServerQueue {
+    /// The durable queue.
+    pub queue: Queue,
+    /// Its configuration (as declared; runtime changes live in `queue`).
+    pub config: QueueConfig,
+}
+
+/// A change, as the event stream (`GET /api/v1/events`) sends it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A job was put, or one of its attempts ended, or it was cancelled,
+    /// retried or reprioritized.
+    Job {
+        /// The job.
+        id: i64,
+        /// Its queue.
+        queue: String,
+        /// What happened: `queued`, `scheduled`, `succeeded`, `failed`,
+        /// `dead`, `cancelled`, `snoozed`, `released`, `retried`,
+        /// `reprioritized`.
+        event: String,
+        /// The attempt it concerns (0 before the first).
+        attempt: u32,
+    },
+    /// A queue's settings changed.
+    Queue {
+        /// The queue.
+        queue: String,
+        /// `width`, `rate`, `paused`, `resumed` or `timeout`.
+        change: String,
+    },
+}
+
+/// The server.
+#[derive(Debug)]
+pub struct App {
+    /// The store all queues share.
+    pub store: SqliteStore,
+    /// The queues, by name.
+    pub queues: BTreeMap<String, ServerQueue>,
+    /// The API's bearer token, if any.
+    pub token: Option<String>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Live changes, for `GET /api/v1/events`.
+    pub events: broadcast::Sender<Event>,
+    /// Largest request body.
+    pub max_body: usize,
+    /// The stall watchdog, unless `[watchdog] enabled = false` (or it could
+    /// not start).
+    pub watchdog: Option<rdq_watchdog::Watchdog>,
+    /// Command jobs' children, for the dump.
+    pub children: Arc<Children>,
+    /// Becomes `true` when shutdown begins: long polls and event streams end.
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+impl App {
+    /// Starts every configured queue on `store`.
+    pub async fn start(config: &Config, store: SqliteStore) -> Result<Arc<App>, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let (events, _) = broadcast::channel(1024);
+        let watchdog = crate::watch::start(&config.watchdog);
+        let children = Arc::new(Children::default());
+        let mut queues = BTreeMap::new();
+        for q in &config.queues {
+            let queue =
+                build_queue(q, &store, &metrics, &events, &children, watchdog.is_some()).await?;
+            queues.insert(
+                q.name.clone(),
+                ServerQueue {
+                    queue,
+                    config: q.clone(),
+                },
+            );
+        }
+        let app = Arc::new(App {
+            store,
+            queues,
+            token: config.token.clone(),
+            metrics,
+            events,
+            max_body: config.max_body,
+            watchdog,
+            children,
+            shutdown: tokio::sync::watch::Sender::new(false),
+        });
+        crate::watch::spawn_hung_reporter(&app);
+        Ok(app)
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Tells long polls and event streams to end: the server is stopping.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|stopping| *stopping).await;
+    }
+
+    /// Sends an event to whoever listens (nobody is fine).
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Stops every queue: no more launches, underway jobs get `grace` to
+    /// finish, the rest go back to pending; then closes the store.
+    pub async fn shutdown(&self, grace: Duration) -> Result<StopReport, StartError> {
+        let stops = self.queues.values().map(|q| q.queue.stop(grace));
+        let mut total = StopReport::default();
+        for report in futures_util::future::join_all(stops).await {
+            let report = report.map_err(|e| StartError(format!("stopping a queue failed: {e}")))?;
+            total.released += report.released;
+            total.interrupted += report.interrupted;
+        }
+        self.store
+            .close()
+            .await
+            .map_err(|e| StartError(format!("closing the store failed: {e}")))?;
+        Ok(total)
+    }
+}
+
+async fn build_queue(
+    q: &QueueConfig,
+    store: &SqliteStore,
+    metrics: &Arc<Metrics>,
+    events: &broadcast::Sender<Event>,
+    children: &Arc<Children>,
+    watch: bool,
+) -> Result<Queue, StartError> {
+    let (m, e) = (metrics.clone(), events.clone());
+    let mut builder = DurableQueue::builder(store.clone(), q.name.clone())
+        .width(q.width)
+        .max_attempts(q.max_attempts)
+        .backoff(q.backoff)
+        .retention(q.retention)
+        .paused(q.paused)
+        .watch(watch)
+        .on_attempt_end(move |end| {
+            m.attempt_ended(&end.job.queue, end.outcome, end.wait, end.run);
+            let _ = e.send(Event::Job {
+                id: end.job.id.0,
+                queue: end.job.queue.clone(),
+                event: end.outcome.to_owned(),
+                attempt: end.job.attempt,
+            });
+        });
+    if let Some(rate) = q.rate {
+        builder = builder.rate(rate);
+    }
+    let fail = |e: String| StartError(format!("queue {}: {e}", q.name));
+    builder = match &q.executor {
+        ExecutorConfig::Http(spec) => {
+            builder = builder.timeout(q.timeout.unwrap_or(HTTP_DEFAULT_TIMEOUT));
+            let executor = HttpExecutor::new(spec).map_err(fail)?;
+            builder.handler("http", move |args: serde_json::Value, ctx: JobContext| {
+                let executor = executor.clone();
+                async move { executor.run(&args, &ctx).await }
+            })
+        }
+        ExecutorConfig::Command(spec) => {
+            // The executor times out first (SIGTERM, grace, SIGKILL to the
+            // group); the queue's timeout is only a backstop above it.
+            if let Some(t) = spec.timeout {
+                builder = builder.timeout(t + spec.grace + Duration::from_secs(5));
+            }
+            let executor = Arc::new(
+                CommandExecutor::new(spec.clone())
+                    .map_err(fail)?
+                    .with_children(children.clone()),
+            );
+            builder.handler(
+                "command",
+                move |args: serde_json::Value, ctx: JobContext| {
+                    let executor = executor.clone();
+                    async move { executor.run(&args, &ctx).await }
+                },
+            )
+        }
+    };
+    builder.build().await.map_err(|e| fail(e.to_string()))
+}

@@ -1,0 +1,7 @@
+//! Configuration: `rdq.toml` as written ([`raw`]), then checked and complete
+//! ([`resolved`]). Every error names the file, the line and what to fix.
+
+pub mod raw;
+pub mod resolved;
+
+pub use resolved::{load, parse, Config, ConfigError, ExecutorConfig, QueueConfig, WatchdogConfig};

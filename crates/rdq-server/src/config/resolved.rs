@@ -1,0 +1,613 @@
+//! `rdq.toml` checked and complete: what the server runs with.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rdq::Rate;
+use rdq_store::sqlite::SyncLevel;
+use rdq_store::Backoff;
+
+use super::raw::{RawConfig, RawExecutor, RawQueue};
+use crate::executor::command::{CommandSpec, StdinMode};
+use crate::executor::http::HttpSpec;
+
+/// A configuration error: where, and what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The line, when known.
+    pub line: Option<usize>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// The server's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The SQLite file.
+    pub db: PathBuf,
+    /// The API's bearer token, if any.
+    pub token: Option<String>,
+    /// Largest request body in bytes.
+    pub max_body: usize,
+    /// How long underway jobs may finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// How much must be on disk before a put is acknowledged.
+    pub sync: SyncLevel,
+    /// The queues, by name.
+    pub queues: Vec<QueueConfig>,
+    /// The stall watchdog.
+    pub watchdog: WatchdogConfig,
+}
+
+/// `[watchdog]`: the stall watchdog's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogConfig {
+    /// Watch jobs at all.
+    pub enabled: bool,
+    /// How often the monitor looks.
+    pub tick: Duration,
+    /// A poll longer than this is a stall.
+    pub threshold: Duration,
+    /// A database connection or transaction held longer than this is
+    /// reported.
+    pub hold_threshold: Duration,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig {
+            enabled: true,
+            tick: Duration::from_millis(100),
+            threshold: Duration::from_millis(500),
+            hold_threshold: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            db: PathBuf::from("rdq.db"),
+            token: None,
+            max_body: 1 << 20,
+            shutdown_grace: Duration::from_secs(30),
+            sync: SyncLevel::Full,
+            queues: Vec::new(),
+            watchdog: WatchdogConfig::default(),
+        }
+    }
+}
+
+/// One queue's settings.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Its name (used in URLs).
+    pub name: String,
+    /// Most jobs underway at once.
+    pub width: usize,
+    /// Launch rate.
+    pub rate: Option<Rate>,
+    /// Timeout of each attempt.
+    pub timeout: Option<Duration>,
+    /// An attempt underway longer than this is reported as hung (in the
+    /// dump, the `rdq_queue_hung` gauge and the log), before its timeout.
+    pub warn_after: Option<Duration>,
+    /// Attempts per job.
+    pub max_attempts: u32,
+    /// Delays between retries.
+    pub backoff: Backoff,
+    /// How long finished jobs are kept.
+    pub retention: Duration,
+    /// Start paused.
+    pub paused: bool,
+    /// What runs each job.
+    pub executor: ExecutorConfig,
+}
+
+/// A queue's executor.
+#[derive(Debug, Clone)]
+pub enum ExecutorConfig {
+    /// POST each job to a URL.
+    Http(HttpSpec),
+    /// Run a program for each job.
+    Command(CommandSpec),
+}
+
+impl ExecutorConfig {
+    /// The executor's kind name, which is also the kind of the queue's jobs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExecutorConfig::Http(_) => "http",
+            ExecutorConfig::Command(_) => "command",
+        }
+    }
+}
+
+/// Parses a byte size: `4096`, `64KiB`, `1MiB`, `1.5MB`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; write e.g. 65536, \"64KiB\" or \"1MiB\""))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "KiB" => 1024.0,
+        "MB" => 1e6,
+        "MiB" => 1024.0 * 1024.0,
+        "GB" => 1e9,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}; use B, KiB, MiB, GiB, KB, MB or GB"
+            ))
+        }
+    };
+    Ok((number * scale) as usize)
+}
+
+/// Parses a duration: `30s`, `5m`, `2h`, `7d`, `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("{text:?} is not a duration ({e}); write e.g. \"250ms\", \"30s\", \"5m\" or \"7d\"")
+    })
+}
+
+/// Parses a rate: `10/s`, `600/min`, `5/2s`, `100/1h`.
+pub fn parse_rate(text: &str, burst: Option<u32>) -> Result<Rate, String> {
+    let help = "write it as COUNT/PERIOD, e.g. \"10/s\", \"600/min\" or \"5/2s\"";
+    let (count, period) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not a rate; {help}"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: the count must be a whole number; {help}"))?;
+    let period = period.trim();
+    let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
+        parse_duration(period)?
+    } else {
+        parse_duration(&format!("1{period}"))?
+    };
+    let rate = Rate::new(count, period).map_err(|e| format!("{text:?}: {e}"))?;
+    match burst {
+        Some(b) => rate.with_burst(b).map_err(|e| e.to_string()),
+        None => Ok(rate),
+    }
+}
+
+/// Whether a queue name is usable in a URL and a metric label.
+pub fn check_queue_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "queue name {name:?} must be 1 to 64 characters of letters, digits, '_', '-' or '.'"
+        ))
+    }
+}
+
+/// Reads and checks a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: None,
+        message: format!("cannot read the configuration file: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Checks configuration text; `file` is named in errors.
+pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let error = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
+        file: file.to_owned(),
+        line: span.map(|s| line_of(s.start)),
+        message,
+    };
+    let raw: RawConfig =
+        toml::from_str(text).map_err(|e| error(e.span(), e.message().to_owned()))?;
+    let mut config = Config::default();
+    let server = raw.server;
+    if let Some(listen) = server.listen {
+        config.listen = listen.get_ref().parse().map_err(|_| {
+            error(
+                Some(listen.span()),
+                format!(
+                    "listen = {:?} is not an address; write e.g. \"127.0.0.1:7878\"",
+                    listen.get_ref()
+                ),
+            )
+        })?;
+    }
+    if let Some(db) = server.db {
+        config.db = PathBuf::from(db.into_inner());
+    }
+    if let Some(token) = server.token {
+        if token.get_ref().len() < 16 {
+            return Err(error(
+                Some(token.span()),
+                "token must be at least 16 characters".into(),
+            ));
+        }
+        config.token = Some(token.into_inner());
+    }
+    if let Some(size) = server.max_body {
+        config.max_body = parse_size(size.get_ref())
+            .map_err(|m| error(Some(size.span()), format!("max_body: {m}")))?;
+    }
+    if let Some(grace) = server.shutdown_grace {
+        config.shutdown_grace = parse_duration(grace.get_ref())
+            .map_err(|m| error(Some(grace.span()), format!("shutdown_grace: {m}")))?;
+    }
+    if let Some(sync) = server.sync {
+        config.sync = match sync.get_ref().as_str() {
+            "full" => SyncLevel::Full,
+            "normal" => SyncLevel::Normal,
+            other => {
+                return Err(error(
+                    Some(sync.span()),
+                    format!("sync = {other:?}; use \"full\" (survives power loss) or \"normal\" (survives kill -9)"),
+                ))
+            }
+        };
+    }
+    let wd = raw.watchdog;
+    let mut watchdog = WatchdogConfig {
+        enabled: wd.enabled.unwrap_or(true),
+        ..WatchdogConfig::default()
+    };
+    for (field, value, target) in [
+        ("tick", wd.tick, &mut watchdog.tick),
+        ("threshold", wd.threshold, &mut watchdog.threshold),
+        (
+            "hold_threshold",
+            wd.hold_threshold,
+            &mut watchdog.hold_threshold,
+        ),
+    ] {
+        if let Some(v) = value {
+            *target = parse_duration(v.get_ref())
+                .ok()
+                .filter(|d| *d >= Duration::from_millis(1))
+                .ok_or_else(|| {
+                    error(
+                        Some(v.span()),
+                        format!("watchdog.{field} = {:?}: give a duration of 1ms or more, e.g. \"500ms\"", v.get_ref()),
+                    )
+                })?;
+        }
+    }
+    if watchdog.tick > watchdog.threshold {
+        return Err(error(
+            None,
+            format!(
+                "watchdog.tick ({:?}) is longer than watchdog.threshold ({:?}); the tick must be shorter (a tenth or less is best)",
+                watchdog.tick, watchdog.threshold
+            ),
+        ));
+    }
+    config.watchdog = watchdog;
+    for (name, queue) in raw.queues {
+        let span = queue.span();
+        check_queue_name(&name).map_err(|m| error(Some(span.clone()), m))?;
+        config.queues.push(
+            resolve_queue(&name, queue.into_inner())
+                .map_err(|(s, m)| error(Some(s.unwrap_or(span)), m))?,
+        );
+    }
+    Ok(config)
+}
+
+type Located = (Option<std::ops::Range<usize>>, String);
+
+fn resolve_queue(name: &str, q: RawQueue) -> Result<QueueConfig, Located> {
+    let at = |s: std::ops::Range<usize>, field: &str, m: String| {
+        (Some(s), format!("queues.{name}.{field}: {m}"))
+    };
+    let width = match q.width {
+        Some(w) => usize::try_from(*w.get_ref()).map_err(|_| {
+            at(
+                w.span(),
+                "width",
+                format!("{} is negative; the width is 0 or more", w.get_ref()),
+            )
+        })?,
+        None => 1,
+    };
+    let burst = match q.rate_burst {
+        Some(b) => Some(
+            u32::try_from(*b.get_ref())
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| at(b.span(), "rate_burst", "must be 1 or more".into()))?,
+        ),
+        None => None,
+    };
+    let rate = match q.rate {
+        Some(r) => Some(parse_rate(r.get_ref(), burst).map_err(|m| at(r.span(), "rate", m))?),
+        None => None,
+    };
+    let duration =
+        |d: Option<toml::Spanned<String>>, field: &str| -> Result<Option<Duration>, Located> {
+            d.map(|d| parse_duration(d.get_ref()).map_err(|m| at(d.span(), field, m)))
+                .transpose()
+        };
+    let timeout = duration(q.timeout, "timeout")?;
+    let warn_span = q.warn_after.as_ref().map(|w| w.span());
+    let warn_after = duration(q.warn_after, "warn_after")?;
+    if let (Some(warn), Some(t), Some(span)) = (warn_after, timeout, warn_span.clone()) {
+        if warn >= t {
+            return Err(at(
+                span,
+                "warn_after",
+                format!("{warn:?} is not shorter than the timeout ({t:?}): the timeout would cut the job off before it is reported as hung"),
+            ));
+        }
+    }
+    if warn_after == Some(Duration::ZERO) {
+        return Err(at(
+            warn_span.unwrap_or_default(),
+            "warn_after",
+            "must be longer than zero".into(),
+        ));
+    }
+    let max_attempts = match q.max_attempts {
+        Some(n) => u32::try_from(*n.get_ref())
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| at(n.span(), "max_attempts", "must be 1 or more".into()))?,
+        None => 20,
+    };
+    let base = duration(q.backoff_base, "backoff_base")?.unwrap_or(Duration::from_secs(1));
+    let max =
+        duration(q.backoff_max, "backoff_max")?.unwrap_or(Duration::from_secs(3600).max(base));
+    let mut backoff =
+        Backoff::exponential(base, max).map_err(|e| (None, format!("queues.{name}: {e}")))?;
+    if let Some(j) = q.backoff_jitter {
+        backoff = backoff
+            .with_jitter(*j.get_ref())
+            .map_err(|e| at(j.span(), "backoff_jitter", e.to_string()))?;
+    }
+    let retention =
+        duration(q.retention, "retention")?.unwrap_or(Duration::from_secs(7 * 24 * 3600));
+    let Some(executor) = q.executor else {
+        return Err((
+            None,
+            format!("queues.{name} has no executor; add [queues.{name}.executor] with type = \"http\" or \"command\""),
+        ));
+    };
+    let executor_span = executor.span();
+    let executor = resolve_executor(executor.into_inner(), timeout)
+        .map_err(|m| (Some(executor_span), format!("queues.{name}.executor: {m}")))?;
+    Ok(QueueConfig {
+        name: name.to_owned(),
+        width,
+        rate,
+        timeout,
+        warn_after,
+        max_attempts,
+        backoff,
+        retention,
+        paused: q.paused.unwrap_or(false),
+        executor,
+    })
+}
+
+fn resolve_executor(raw: RawExecutor, timeout: Option<Duration>) -> Result<ExecutorConfig, String> {
+    match raw {
+        RawExecutor::Http { url, headers } => {
+            let spec = HttpSpec { url, headers };
+            spec.check()?;
+            Ok(ExecutorConfig::Http(spec))
+        }
+        RawExecutor::Command {
+            argv,
+            cwd,
+            env,
+            env_allow,
+            stdin,
+            output_cap,
+            grace,
+        } => {
+            let defaults = CommandSpec::default();
+            let spec = CommandSpec {
+                argv,
+                cwd: cwd.map(PathBuf::from),
+                env,
+                env_allow,
+                stdin: match stdin.as_deref() {
+                    None | Some("job") => StdinMode::Job,
+                    Some("empty") => StdinMode::Empty,
+                    Some(other) => {
+                        return Err(format!("stdin = {other:?}; use \"job\" or \"empty\""))
+                    }
+                },
+                output_cap: match output_cap {
+                    Some(c) => parse_size(&c).map_err(|m| format!("output_cap: {m}"))?,
+                    None => defaults.output_cap,
+                },
+                // The executor runs its own timeout (TERM, grace, KILL); the
+                // queue's is set above it (see `crate::app`).
+                timeout,
+                grace: match grace {
+                    Some(g) => parse_duration(&g).map_err(|m| format!("grace: {m}"))?,
+                    None => defaults.grace,
+                },
+            };
+            crate::executor::command::CommandExecutor::new(spec.clone())?;
+            Ok(ExecutorConfig::Command(spec))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("rdq.toml"), text)
+    }
+
+    #[test]
+    fn sizes_durations_and_rates() {
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("1.5MB"), Ok(1_500_000));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("1 parsec")
+            .unwrap_err()
+            .contains("unknown size unit"));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration"));
+        assert_eq!(parse_rate("10/s", None), Ok(Rate::per_second(10)));
+        assert_eq!(parse_rate("600/min", None), Ok(Rate::per_minute(600)));
+        assert_eq!(
+            parse_rate("5/2s", None).ok(),
+            Rate::new(5, Duration::from_secs(2)).ok()
+        );
+        assert_eq!(parse_rate("10/s", Some(5)).unwrap().burst(), 5);
+        assert!(parse_rate("ten/s", None).is_err());
+        assert!(parse_rate("0/s", None).unwrap_err().contains("at least 1"));
+        assert!(parse_rate("10", None).unwrap_err().contains("COUNT/PERIOD"));
+    }
+
+    #[test]
+    fn a_full_file() {
+        let c = check(
+            r#"
+[server]
+listen = "0.0.0.0:9000"
+db = "/var/lib/rdq/rdq.db"
+token = "0123456789abcdef0123"
+max_body = "2MiB"
+shutdown_grace = "10s"
+sync = "normal"
+
+[watchdog]
+tick = "50ms"
+threshold = "250ms"
+hold_threshold = "2s"
+
+[queues.sms]
+width = 5
+rate = "10/s"
+rate_burst = 2
+timeout = "30s"
+warn_after = "10s"
+max_attempts = 8
+backoff_base = "2s"
+backoff_max = "10m"
+backoff_jitter = 0.1
+retention = "3d"
+paused = true
+[queues.sms.executor]
+type = "http"
+url = "https://gateway.example/send"
+headers = { Authorization = "Bearer x" }
+
+[queues.report.executor]
+type = "command"
+argv = ["/usr/bin/env", "echo", "{args.user}"]
+stdin = "empty"
+output_cap = "16KiB"
+grace = "2s"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.max_body, 2 << 20);
+        assert_eq!(c.sync, SyncLevel::Normal);
+        assert_eq!(c.queues.len(), 2);
+        let report = &c.queues[0];
+        assert_eq!(
+            (report.name.as_str(), report.width, report.max_attempts),
+            ("report", 1, 20)
+        );
+        assert_eq!(report.executor.kind(), "command");
+        let sms = &c.queues[1];
+        assert_eq!(sms.rate, Some(Rate::per_second(10).with_burst(2).unwrap()));
+        assert_eq!((sms.width, sms.paused, sms.max_attempts), (5, true, 8));
+        assert_eq!(sms.retention, Duration::from_secs(3 * 86400));
+        assert_eq!(sms.warn_after, Some(Duration::from_secs(10)));
+        assert_eq!(
+            c.watchdog,
+            WatchdogConfig {
+                enabled: true,
+                tick: Duration::from_millis(50),
+                threshold: Duration::from_millis(250),
+                hold_threshold: Duration::from_secs(2),
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_fix() {
+        let cases = [
+            ("[queues.sms]\nwidth = -3\n[queues.sms.executor]\ntype = \"http\"\nurl = \"http://x\"\n", 2, "negative"),
+            ("[server]\nlisten = \"nowhere\"\n", 2, "not an address"),
+            ("[queues.sms]\nrate = \"fast\"\n", 2, "COUNT/PERIOD"),
+            ("[queues.sms]\nwidth = 1\n", 1, "has no executor"),
+            ("[server]\nport = 1\n", 2, "unknown field"),
+            ("[queues.sms.executor]\ntype = \"fax\"\n", 2, "unknown variant"),
+            ("[queues.\"bad name\".executor]\ntype = \"http\"\nurl = \"http://x\"\n", 1, "letters, digits"),
+            ("[server]\nsync = \"maybe\"\n", 2, "survives power loss"),
+            ("[queues.q.executor]\ntype = \"http\"\nurl = \"ftp://x\"\n", 1, "http"),
+            ("[queues.q]\ntimeout = \"5s\"\nwarn_after = \"10s\"\n[queues.q.executor]\ntype = \"http\"\nurl = \"http://x\"\n", 3, "not shorter than the timeout"),
+            ("[watchdog]\nthreshold = \"0ms\"\n", 2, "1ms or more"),
+            ("[watchdog]\nspeed = 1\n", 2, "unknown field"),
+            ("x = [", 1, ""),
+        ];
+        for (text, line, words) in cases {
+            let err = check(text).unwrap_err();
+            assert_eq!(err.line, Some(line), "{text:?} -> {err}");
+            assert!(err.message.contains(words), "{text:?} -> {err}");
+            assert!(
+                err.to_string().starts_with(&format!("rdq.toml:{line}: ")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        let c = check("").unwrap();
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 7878)));
+        assert!(c.queues.is_empty() && c.token.is_none());
+    }
+}
+
+#[cfg(test)]
+mod example {
+    /// The example in the repository root is a valid configuration.
+    #[test]
+    fn the_example_config_parses() {
+        let path = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../rdq.example.toml"
+        ));
+        let config = super::load(path).unwrap();
+        assert_eq!(config.queues.len(), 2);
+        assert_eq!(config.queues[1].name.as_str(), "sms");
+        assert_eq!(config.queues[1].executor.kind(), "http");
+        assert_eq!(config.queues[0].executor.kind(), "command");
+    }
+}

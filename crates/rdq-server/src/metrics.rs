@@ -1,0 +1,224 @@
+//! Prometheus metrics (`GET /metrics`), named as DESIGN.md §8 says: prefix
+//! `rdq_`, base units, `_total` only on counters, a `queue` label, never a
+//! job id.
+//!
+//! Counters and histograms are updated as attempts end; gauges (depth,
+//! underway, width, oldest pending age) are read from the queues when
+//! scraped.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::app::App;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    queue: String,
+    outcome: String,
+}
+
+type Seconds = Gauge<f64, AtomicU64>;
+type Buckets = fn() -> Histogram;
+
+fn seconds_buckets() -> Histogram {
+    // 1 ms to about 4.4 minutes.
+    Histogram::new(exponential_buckets(0.001, 4.0, 10))
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    jobs: Family<OutcomeLabel, Counter>,
+    wait: Family<QueueLabel, Histogram, Buckets>,
+    run: Family<QueueLabel, Histogram, Buckets>,
+    depth: Family<QueueLabel, Gauge>,
+    scheduled: Family<QueueLabel, Gauge>,
+    underway: Family<QueueLabel, Gauge>,
+    width: Family<QueueLabel, Gauge>,
+    oldest: Family<QueueLabel, Seconds>,
+    held: Family<QueueLabel, Seconds>,
+    hung: Family<QueueLabel, Gauge>,
+    hung_total: Family<QueueLabel, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            jobs: Family::default(),
+            wait: Family::new_with_constructor(seconds_buckets as Buckets),
+            run: Family::new_with_constructor(seconds_buckets as Buckets),
+            depth: Family::default(),
+            scheduled: Family::default(),
+            underway: Family::default(),
+            width: Family::default(),
+            oldest: Family::default(),
+            held: Family::default(),
+            hung: Family::default(),
+            hung_total: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "rdq_jobs",
+            "Attempts ended, by outcome: succeeded, failed (will retry), dead, cancelled, snoozed, released",
+            m.jobs.clone(),
+        );
+        registry.register_with_unit(
+            "rdq_job_wait",
+            "Time from when a job could run to its launch",
+            Unit::Seconds,
+            m.wait.clone(),
+        );
+        registry.register_with_unit(
+            "rdq_job_run",
+            "Time an attempt ran",
+            Unit::Seconds,
+            m.run.clone(),
+        );
+        registry.register(
+            "rdq_queue_depth",
+            "Jobs pending (ready to run)",
+            m.depth.clone(),
+        );
+        registry.register(
+            "rdq_queue_scheduled",
+            "Jobs waiting for a later time (scheduled or awaiting a retry)",
+            m.scheduled.clone(),
+        );
+        registry.register("rdq_queue_underway", "Jobs underway", m.underway.clone());
+        registry.register(
+            "rdq_queue_width",
+            "Most jobs underway at once",
+            m.width.clone(),
+        );
+        registry.register_with_unit(
+            "rdq_queue_oldest_pending_age",
+            "How long the longest-waiting pending job has been ready",
+            Unit::Seconds,
+            m.oldest.clone(),
+        );
+        registry.register_with_unit(
+            "rdq_queue_held",
+            "How much longer launches are held because the target throttled the queue",
+            Unit::Seconds,
+            m.held.clone(),
+        );
+        registry.register(
+            "rdq_queue_hung",
+            "Jobs underway longer than their queue's warn_after",
+            m.hung.clone(),
+        );
+        registry.register(
+            "rdq_jobs_hung",
+            "Attempts that ran past their queue's warn_after (each counted once)",
+            m.hung_total.clone(),
+        );
+        let stalls = &crate::watch::STALLS;
+        registry.register(
+            "rdq_stalls",
+            "Polls that held a runtime thread past the watchdog's threshold, by kind: cpu, blocked, starved, unknown",
+            stalls.total.clone(),
+        );
+        registry.register_with_unit(
+            "rdq_stall",
+            "How long stalls held their thread (observed when they end)",
+            Unit::Seconds,
+            stalls.seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Records an attempt's end.
+    pub fn attempt_ended(&self, queue: &str, outcome: &str, wait: Duration, run: Option<Duration>) {
+        let q = QueueLabel {
+            queue: queue.to_owned(),
+        };
+        self.jobs
+            .get_or_create(&OutcomeLabel {
+                queue: queue.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if let Some(run) = run {
+            self.wait.get_or_create(&q).observe(wait.as_secs_f64());
+            self.run.get_or_create(&q).observe(run.as_secs_f64());
+        }
+    }
+
+    /// Counts a hung attempt (once per attempt).
+    pub fn job_hung(&self, queue: &str) {
+        self.hung_total
+            .get_or_create(&QueueLabel {
+                queue: queue.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Refreshes the gauges from the queues and renders the text format.
+    pub async fn render(&self, app: &App) -> Result<String, rdq_store::DurableError> {
+        let underway = crate::api::watch::underway(app, None).await?;
+        for (name, q) in &app.queues {
+            let hung = underway
+                .iter()
+                .filter(|j| j.hung && &j.queue == name)
+                .count();
+            let label = QueueLabel {
+                queue: name.clone(),
+            };
+            let counts = q.queue.counts().await?;
+            let count = |s| counts.get(&s).copied().unwrap_or(0) as i64;
+            self.depth
+                .get_or_create(&label)
+                .set(count(rdq_store::JobState::Pending));
+            self.scheduled
+                .get_or_create(&label)
+                .set(count(rdq_store::JobState::Scheduled) + count(rdq_store::JobState::Failed));
+            self.underway
+                .get_or_create(&label)
+                .set(count(rdq_store::JobState::Underway));
+            self.width
+                .get_or_create(&label)
+                .set(q.queue.settings().width as i64);
+            let now = q.queue.clock().now();
+            let oldest = q
+                .queue
+                .oldest_pending()
+                .await?
+                .map(|t| now.since(t).as_secs_f64());
+            self.oldest.get_or_create(&label).set(oldest.unwrap_or(0.0));
+            let held = q.queue.held_until().map(|t| t.since(now).as_secs_f64());
+            self.held.get_or_create(&label).set(held.unwrap_or(0.0));
+            self.hung.get_or_create(&label).set(hung as i64);
+            let _ = self.hung_total.get_or_create(&label);
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        Ok(text)
+    }
+}

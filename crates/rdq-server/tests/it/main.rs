@@ -1,0 +1,8 @@
+//! Integration tests of rdq-server: one test binary, one module per area.
+
+mod api;
+mod cli;
+mod command;
+mod e2e;
+mod support;
+mod watch;
