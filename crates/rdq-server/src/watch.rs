@@ -85,6 +85,7 @@ pub fn start(config: &WatchdogConfig) -> Option<Watchdog> {
                     StallEvent::Ended(stall) => {
                         STALLS.seconds.observe(stall.duration.as_secs_f64());
                     }
+                    StallEvent::Reported(_) => {}
                 })
                 .start();
             match started {

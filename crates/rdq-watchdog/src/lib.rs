@@ -134,8 +134,14 @@ pub enum StallEvent<'a> {
     /// before the stack is captured and resolved (which can take long the
     /// first time, while symbol tables load), so its `frames` are empty and
     /// its `blocking_call` and `culprit` are `None` here; the recorded stall
-    /// ([`Watchdog::stalls`]) and [`Ended`](StallEvent::Ended) have them.
+    /// ([`Watchdog::stalls`]), [`Reported`](StallEvent::Reported) and
+    /// [`Ended`](StallEvent::Ended) have them.
     Detected(&'a Stall),
+    /// The same stall once its stack is captured and resolved, with its
+    /// blocking call and culprit (or a note that says why they are
+    /// missing): told right after `Detected`, usually while the poll still
+    /// runs, and at the same time as the watchdog's `tracing` warning.
+    Reported(&'a Stall),
     /// A reported stall ended: the stall with its stack, blocking call and
     /// culprit, and its final duration.
     Ended(&'a Stall),

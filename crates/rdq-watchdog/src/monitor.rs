@@ -186,6 +186,9 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 "event loop stalled for {:?}",
                 stall.duration
             );
+            for hook in &shared.hooks {
+                hook(StallEvent::Reported(&stall));
+            }
             shared
                 .book
                 .lock()

@@ -57,7 +57,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .threshold(Duration::from_millis(500))
         .tick(Duration::from_millis(100))
         .on_stall(move |event| match event {
-            StallEvent::Detected(stall) => {
+            StallEvent::Detected(stall) => println!(
+                "[{:4.2}s] stall {} detected: job {} of {} has held its thread for {:?} ({})",
+                t0.elapsed().as_secs_f64(),
+                stall.seq,
+                stall.job,
+                stall.label.as_deref().unwrap_or("-"),
+                stall.duration,
+                stall.kind
+            ),
+            StallEvent::Reported(stall) => {
                 println!(
                     "[{:4.2}s] the watchdog reports:\n{stall}",
                     t0.elapsed().as_secs_f64()

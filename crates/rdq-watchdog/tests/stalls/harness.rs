@@ -125,6 +125,9 @@ impl Suite {
                 let (ended, stall) = match event {
                     StallEvent::Detected(s) => (false, s),
                     StallEvent::Ended(s) => (true, s),
+                    // Detection latency is measured at `Detected`; the
+                    // stack is checked on the finished stall.
+                    StallEvent::Reported(_) => return,
                 };
                 let _ = stall_tx.send(Seen {
                     at,
