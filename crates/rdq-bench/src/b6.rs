@@ -65,7 +65,7 @@ pub(crate) fn run(quick: bool) -> Report {
     let (n, rounds, polls) = if quick {
         (50_000, 4, 2_000_000)
     } else {
-        (1_000_000, 10, 20_000_000)
+        (1_000_000, 20, 20_000_000)
     };
     let watchdog = rdq_watchdog::Watchdog::builder().start();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -92,11 +92,16 @@ pub(crate) fn run(quick: bool) -> Report {
         ratios.push(off.as_secs_f64() / on.as_secs_f64());
     }
     let ratio = median(&mut ratios);
+    let spread = (ratios[0], ratios[ratios.len() - 1]);
     let (direct, watched) = per_poll(polls);
     let added = watched - direct;
     let mut detail = serde_json::Map::new();
     detail.insert("jobs".into(), n.into());
     detail.insert("rounds".into(), rounds.into());
+    detail.insert(
+        "ratio_range".into(),
+        format!("{:.3}..{:.3}", spread.0, spread.1).into(),
+    );
     detail.insert(
         "watchdog".into(),
         watchdog
