@@ -146,8 +146,10 @@ pub(crate) async fn report_hung(app: Weak<App>) {
                 queue = %job.queue,
                 attempt = job.attempt,
                 age = ?Duration::from_millis(job.age_ms),
-                warn_after = ?job.warn_after_ms.map(Duration::from_millis),
-                timeout = ?job.timeout_ms.map(Duration::from_millis),
+                warn_after = ?Duration::from_millis(job.warn_after_ms.unwrap_or_default()),
+                timeout = %job
+                    .timeout_ms
+                    .map_or_else(|| "none".to_owned(), |t| format!("{:?}", Duration::from_millis(t))),
                 "job hung: underway past warn_after; {doing}"
             );
         }

@@ -67,6 +67,13 @@ use std::time::{Duration, SystemTime};
 
 pub use classify::StallKind;
 pub use hold::{hold, Hold, HoldEvent, HoldInfo};
+
+/// Every hold now, longest first, whether or not a watchdog runs (holds
+/// are recorded by [`hold()`] either way; only a running watchdog reports
+/// long ones).
+pub fn holds() -> Vec<HoldInfo> {
+    hold::holds()
+}
 pub use stack::Frame;
 pub use stall::{CulpritStats, Stall};
 pub use task::{intern, spawn, watch, watch_blocking, TaskDump, TaskHandle, Watched};

@@ -365,7 +365,11 @@ impl SqliteStore {
                 Some(c) => c,
                 None => Self::open_reader(&shared.path)?,
             };
-            let result = f(&conn);
+            let result = {
+                #[cfg(feature = "watchdog")]
+                let _held = rdq_watchdog::hold("sqlite read connection");
+                f(&conn)
+            };
             shared
                 .readers
                 .lock()
@@ -566,4 +570,36 @@ fn validate(job: &NewJob) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(all(test, feature = "watchdog"))]
+mod tests {
+    use super::*;
+
+    fn held(resource: &str) -> bool {
+        rdq_watchdog::holds().iter().any(|h| h.resource == resource)
+    }
+
+    /// The write transaction and a read connection are holds while they
+    /// are in use, and not after: the stall watchdog reports one that lasts.
+    /// (The only test in this binary that opens a store.)
+    #[tokio::test]
+    async fn transactions_and_reads_are_holds_while_they_last() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path().join("holds.db"), SqliteOptions::default())
+            .await
+            .expect("open");
+        let in_write = store
+            .write(Ack::Now, |_| Ok(held("sqlite write transaction")))
+            .await
+            .expect("write");
+        let in_read = store
+            .read(|_| Ok(held("sqlite read connection")))
+            .await
+            .expect("read");
+        assert!(in_write && in_read, "write {in_write}, read {in_read}");
+        store.close().await.expect("close");
+        assert!(!held("sqlite read connection"));
+        assert!(!held("sqlite write transaction"));
+    }
 }

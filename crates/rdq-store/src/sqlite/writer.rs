@@ -107,6 +107,11 @@ struct Txn {
     at_commit: Vec<Done>,
     at_sync: Vec<Done>,
     finished: Vec<JobId>,
+    /// The transaction as a hold the stall watchdog reports if it lasts
+    /// (transactions commit within milliseconds; one open for seconds is a
+    /// stuck disk).
+    #[cfg(feature = "watchdog")]
+    _held: rdq_watchdog::Hold,
 }
 
 impl Writer {
@@ -130,6 +135,8 @@ impl Writer {
                 at_commit: Vec::new(),
                 at_sync: Vec::new(),
                 finished: Vec::new(),
+                #[cfg(feature = "watchdog")]
+                _held: rdq_watchdog::hold("sqlite write transaction"),
             };
             let mut next = Some(first);
             let mut failed = None;
