@@ -62,3 +62,10 @@ pub use queue::{
     Builder, CancelError, DispatchQueue, JobError, JobHandle, PutError, StopMode, StoppedError,
     WeakDispatchQueue,
 };
+
+/// The stall watchdog (feature `watchdog`): the `rdq-watchdog` crate, so a
+/// program that depends on `rdq` with the feature needs no second
+/// dependency. Start one with `rdq::watchdog::Watchdog::builder()`; every
+/// job of every [`DispatchQueue`] is then watched.
+#[cfg(feature = "watchdog")]
+pub use rdq_watchdog as watchdog;
