@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdq_watchdog::{Stall, StallKind};
 
 use crate::harness::{Culprit, Expect, Row, SeenHold, Suite, ABOUT_STALL};
-use crate::sys::{me, Crowded};
+use crate::sys::{me, Crowded, Throttled};
 use crate::{
     burn, masked_fixture, mutex_fixture, pipe_fixture, sleep_fixture, spin_fixture,
     starved_fixture, HOLD_THRESHOLD, QUEUE, REPORT_WAIT, STALL, THRESHOLD, TICK,
@@ -29,6 +29,9 @@ impl Suite {
         self.captures();
         self.masked();
         self.hold();
+        if std::env::var_os("RDQ_STALL_CGROUP").is_some_and(|v| v == "1") {
+            self.throttled();
+        }
     }
 
     fn sleep(&mut self) {
@@ -192,6 +195,69 @@ impl Suite {
         }
         row.kind = format!("{} {starved}/{RUNS}", row.kind);
         println!("    (pinned to CPU {cpu} with 3 hogs; the worst run shown)");
+        self.finish(row);
+    }
+
+    /// Opt-in (`RDQ_STALL_CGROUP=1`, needs root and cgroup v1's `cpu`
+    /// controller): the runtime thread alone in a cgroup throttled to 20% of
+    /// a CPU, the job burning 150 ms of its own CPU time (about 750 ms of
+    /// wall time): `starved` (the cgroup gave it no CPU), never `cpu`, in 5
+    /// of 5 runs. Enabled and unable to run, it fails.
+    fn throttled(&mut self) {
+        const RUNS: usize = 5;
+        let mut row = Row::new("11 cgroup throttled x5");
+        self.unexpected(&mut row);
+        let throttled = match Throttled::new(20) {
+            Ok(t) => t,
+            Err(e) => {
+                row.failures
+                    .push(format!("RDQ_STALL_CGROUP=1 but the case cannot run: {e}"));
+                self.finish(row);
+                return;
+            }
+        };
+        let mut kinds = Vec::new();
+        let mut worst: Option<(Duration, Stall)> = None;
+        for run in 0..RUNS {
+            let job = self.job();
+            self.run_job(job, || starved_fixture(Duration::from_millis(150)));
+            let mut run_row = Row::new("");
+            let stall = self.check_stall(
+                &mut run_row,
+                job,
+                &Expect {
+                    kind: StallKind::Starved,
+                    syscall: None,
+                    blocking_call: None,
+                    culprit: Culprit::Any,
+                    note: None,
+                    lasts: (THRESHOLD, Duration::from_secs(3)),
+                },
+            );
+            for f in run_row.failures {
+                row.failures.push(format!("run {run}: {f}"));
+            }
+            if let Some(stall) = stall {
+                kinds.push(stall.kind);
+                let latency = run_row.latency.unwrap_or_default();
+                if worst.as_ref().is_none_or(|(w, _)| latency > *w) {
+                    worst = Some((latency, stall));
+                }
+            }
+        }
+        drop(throttled);
+        let starved = kinds.iter().filter(|k| **k == StallKind::Starved).count();
+        row.check(starved == RUNS, || {
+            format!("{starved} of {RUNS} runs starved: {kinds:?}")
+        });
+        if let Some((latency, stall)) = worst {
+            row.describe(&stall);
+            row.latency = Some(latency);
+        }
+        row.kind = format!("{} {starved}/{RUNS}", row.kind);
+        println!(
+            "    (the runtime thread alone in a cgroup with 20% of a CPU; the worst run shown)"
+        );
         self.finish(row);
     }
 

@@ -15,6 +15,9 @@
 //! plus two ticks (240 ms).
 //!
 //! Set `RDQ_STALL_VERBOSE=1` to print each reported stall in full.
+//! Set `RDQ_STALL_CGROUP=1` to add case 11: the runtime thread in a CPU
+//! cgroup throttled to 20% (needs root and cgroup v1's `cpu` controller;
+//! enabled where it cannot run, it fails, it does not skip).
 
 use std::io::Read;
 use std::sync::Mutex;

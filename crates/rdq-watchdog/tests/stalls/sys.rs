@@ -179,3 +179,59 @@ pub(crate) fn restore_signals(old: &libc::sigset_t) {
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
     assert_eq!(rc, 0);
 }
+
+/// The calling thread in a CPU cgroup of its own, throttled to `percent`
+/// of one CPU (cgroup v1's `cpu` controller, which moves single threads:
+/// `cfs_quota_us` per `cfs_period_us`); until dropped, when it goes back to
+/// the cgroup it came from and the new one is removed. Needs the controller
+/// mounted at `/sys/fs/cgroup/cpu` and the right to write there (root).
+pub(crate) struct Throttled {
+    dir: std::path::PathBuf,
+    home: std::path::PathBuf,
+    tid: i32,
+}
+
+impl Throttled {
+    pub(crate) fn new(percent: u32) -> Result<Throttled, String> {
+        let root = std::path::Path::new("/sys/fs/cgroup/cpu");
+        let tid = gettid();
+        let ours = std::fs::read_to_string(format!("/proc/self/task/{tid}/cgroup"))
+            .map_err(|e| format!("cannot read this thread's cgroups: {e}"))?;
+        let here = ours
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == "cpu")
+                    .then(|| path.to_owned())
+            })
+            .ok_or_else(|| {
+                "no cgroup v1 `cpu` controller for this thread (cgroup v2 cannot move one \
+                 thread without a threaded subtree); this case needs cgroup v1"
+                    .to_owned()
+            })?;
+        let home = root.join(here.trim_start_matches('/'));
+        let dir = home.join(format!("rdq-stall-fixture-{}", std::process::id()));
+        std::fs::create_dir(&dir)
+            .map_err(|e| format!("cannot create the cgroup {}: {e}", dir.display()))?;
+        let throttled = Throttled { dir, home, tid };
+        let period = 100_000u32;
+        let write = |file: &str, value: String| {
+            std::fs::write(throttled.dir.join(file), &value)
+                .map_err(|e| format!("cannot write {value} to {file}: {e}"))
+        };
+        write("cpu.cfs_period_us", period.to_string())?;
+        write("cpu.cfs_quota_us", (period / 100 * percent).to_string())?;
+        write("tasks", tid.to_string())?;
+        Ok(throttled)
+    }
+}
+
+impl Drop for Throttled {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.home.join("tasks"), self.tid.to_string());
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
