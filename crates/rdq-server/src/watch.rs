@@ -73,6 +73,7 @@ pub fn start(config: &WatchdogConfig) -> Option<Watchdog> {
                 .tick(config.tick)
                 .threshold(config.threshold)
                 .hold_threshold(config.hold_threshold)
+                .preload_symbols(config.preload_symbols)
                 .on_stall(|event| match event {
                     StallEvent::Detected(stall) => {
                         STALLS

@@ -33,8 +33,8 @@
 //!   poll has run longer than the threshold (500 ms), reads
 //!   `/proc/self/task/TID/{syscall,wchan,schedstat}`, [classifies](classify)
 //!   the stall and tells the [`on_stall`](Builder::on_stall) hooks; then it
-//!   captures the thread's [stack] from a signal handler, resolves it
-//!   on its own thread, and logs **one** `tracing` warning. When the poll
+//!   captures the thread's [stack] from a signal handler; a reporter
+//!   thread resolves it and logs **one** `tracing` warning. When the poll
 //!   ends it records the final duration and blames the culprit function
 //!   (starved stalls blame nobody).
 //! * The monitor measures its own lateness and does not count time when the
@@ -118,6 +118,15 @@ pub struct Config {
     pub history: usize,
     /// A hold longer than this is reported. Default 5 s.
     pub hold_threshold: Duration,
+    /// Load the program's debug information at start and keep it. Default
+    /// `false`: it is loaded for each stall whose stack names new addresses
+    /// and dropped after (resolved frames are cached by address), so a
+    /// program that never stalls never pays for it. Preloading makes the
+    /// first report come sooner (resolving a stack without it takes a
+    /// fraction of a second to a few seconds for a large binary, on the
+    /// monitor thread) but keeps the parsed information in memory: about
+    /// 140 MB for the `rdq` server binary with line tables.
+    pub preload_symbols: bool,
 }
 
 impl Default for Config {
@@ -129,6 +138,7 @@ impl Default for Config {
             capture_timeout: Duration::from_millis(50),
             history: 256,
             hold_threshold: Duration::from_secs(5),
+            preload_symbols: false,
         }
     }
 }
@@ -146,8 +156,10 @@ pub enum StallEvent<'a> {
     Detected(&'a Stall),
     /// The same stall once its stack is captured and resolved, with its
     /// blocking call and culprit (or a note that says why they are
-    /// missing): told right after `Detected`, usually while the poll still
-    /// runs, and at the same time as the watchdog's `tracing` warning.
+    /// missing), at the same time as the watchdog's `tracing` warning.
+    /// Resolving runs on a thread of its own (the monitor goes on looking
+    /// meanwhile): milliseconds once symbols are loaded, longer the first
+    /// time (see [`Config::preload_symbols`]). Always before `Ended`.
     Reported(&'a Stall),
     /// A reported stall ended: the stall with its stack, blocking call and
     /// culprit, and its final duration.
@@ -207,9 +219,18 @@ impl Builder {
         self
     }
 
-    /// Calls `hook` on the monitor thread when a stall is found and when it
-    /// ends (for metrics). Keep it quick: the stack of a stall is captured
-    /// after its `Detected` hooks return.
+    /// Load and keep the debug information from the start (see
+    /// [`Config::preload_symbols`]): faster first report, more memory.
+    pub fn preload_symbols(mut self, on: bool) -> Self {
+        self.config.preload_symbols = on;
+        self
+    }
+
+    /// Calls `hook` when a stall is found, when its stack is resolved and
+    /// when it ends (see [`StallEvent`]; for metrics and logs):
+    /// `Detected` on the monitor thread, the others on the watchdog's
+    /// reporter thread, in order for each stall. Keep it quick: the
+    /// monitor's next look waits for `Detected` hooks.
     pub fn on_stall(mut self, hook: impl Fn(StallEvent<'_>) + Send + Sync + 'static) -> Self {
         self.hooks.push(Box::new(hook));
         self

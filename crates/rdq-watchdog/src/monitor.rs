@@ -15,11 +15,14 @@
 //!    threshold, and not yet reported, is a stall: the monitor reads the
 //!    thread's system call and wait channel and classifies the window since
 //!    the baseline (a few reads of `/proc`), and calls the hooks with
-//!    [`StallEvent::Detected`] at once; then it captures and resolves the
-//!    stack (resolving can take long the first time, while symbol tables
-//!    load: detection does not wait for it), records the stall and logs
-//!    **one** warning. A reported poll that has ended gets its final
-//!    duration, and its culprit's table entry.
+//!    [`StallEvent::Detected`] at once; then it captures the stack (a
+//!    signal to the thread, which copies its frame addresses) and records
+//!    the stall. The **reporter** thread resolves the stack (which can take
+//!    long the first time, while symbol tables load: neither detection nor
+//!    the next tick waits for it), names the blocking call and culprit,
+//!    logs **one** warning and calls `Reported` hooks. A reported poll
+//!    that has ended gets its final duration, and its culprit's table
+//!    entry, from the reporter too (in order, after its stack).
 //! 3. **Holds** past their threshold are reported, once each, and so are
 //!    their releases.
 
@@ -86,16 +89,99 @@ pub(crate) fn clock(shared: Arc<Shared>) {
     }
 }
 
+/// What the monitor hands the reporter thread, in order.
+enum Report {
+    /// A stall's stack as captured (or why there is none), to resolve.
+    Stack {
+        seq: u64,
+        raw: Result<stack::Raw, String>,
+    },
+    /// A reported stall's poll ended after `duration`.
+    End { seq: u64, duration: Duration },
+}
+
+/// Resolves stacks and finishes stalls, off the monitor thread: resolving
+/// can take long (the first time, or each time when symbols are not kept
+/// loaded), and the monitor must go on ticking meanwhile, or it would miss
+/// the next stall. Stalls are told in order: a stall's `Reported` always
+/// comes before its `Ended`.
+fn report(shared: Arc<Shared>, reports: std::sync::mpsc::Receiver<Report>) {
+    let symbolizer = Symbolizer::new(shared.config.preload_symbols);
+    for report in reports {
+        match report {
+            Report::Stack { seq, raw } => {
+                let (frames, note) = match raw {
+                    Ok(raw) => (symbolizer.frames(&raw), None),
+                    Err(note) => (Vec::new(), Some(note)),
+                };
+                let (blocking_call, culprit) = stack::name_frames(&frames);
+                let stall = shared
+                    .book
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .update(seq, frames, blocking_call, culprit, note);
+                let Some(stall) = stall else { continue };
+                tracing::warn!(
+                    job = stall.job,
+                    queue = stall.label.as_deref().unwrap_or("-"),
+                    kind = %stall.kind,
+                    thread = %stall.thread,
+                    syscall = stall.syscall.as_deref().unwrap_or("-"),
+                    blocking_call = stall.blocking_call.as_deref().unwrap_or("-"),
+                    culprit = stall.culprit.as_deref().unwrap_or("-"),
+                    "event loop stalled for {:?}",
+                    stall.duration
+                );
+                for hook in &shared.hooks {
+                    hook(StallEvent::Reported(&stall));
+                }
+            }
+            Report::End { seq, duration } => {
+                let done = shared
+                    .book
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .finish(seq, duration);
+                if let Some(stall) = done {
+                    tracing::info!(
+                        job = stall.job, queue = stall.label.as_deref().unwrap_or("-"), kind = %stall.kind,
+                        duration = ?stall.duration, culprit = stall.culprit.as_deref().unwrap_or("-"),
+                        "stall ended"
+                    );
+                    for hook in &shared.hooks {
+                        hook(StallEvent::Ended(&stall));
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn run(shared: Arc<Shared>) {
     let config = shared.config.clone();
-    let symbolizer = Symbolizer::new();
+    let (reports, inbox) = std::sync::mpsc::channel();
+    let reporter = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("rdq-watchdog-report".into())
+            .spawn(move || report(shared, inbox))
+    };
+    let reporter = match reporter {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the watchdog cannot start its reporter thread; stalls are not reported");
+            return;
+        }
+    };
     let mut tracks: HashMap<usize, Track> = HashMap::new();
     let mut next_stall = 1u64;
-    // Load symbol tables now, on a thread of their own (the monitor must
-    // tick meanwhile), not at the first stall.
-    let _ = std::thread::Builder::new()
-        .name("rdq-watchdog-symbols".into())
-        .spawn(stack::warm_up);
+    if config.preload_symbols {
+        // Load symbol tables now, on a thread of their own (the monitor must
+        // tick meanwhile), not at the first stall.
+        let _ = std::thread::Builder::new()
+            .name("rdq-watchdog-symbols".into())
+            .spawn(stack::warm_up);
+    }
     hold::set_monitored(true);
     let _ = shared.monitor.set(std::thread::current());
     while !shared.stop.load(Ordering::Acquire) {
@@ -127,21 +213,10 @@ pub(crate) fn run(shared: Arc<Shared>) {
                             virtual_us
                         };
                         let duration = Duration::from_micros(end.max(start).saturating_sub(start));
-                        let done = shared
-                            .book
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .finish(stall_seq, duration);
-                        if let Some(stall) = done {
-                            tracing::info!(
-                                job = stall.job, queue = stall.label.as_deref().unwrap_or("-"), kind = %stall.kind,
-                                duration = ?stall.duration, culprit = stall.culprit.as_deref().unwrap_or("-"),
-                                "stall ended"
-                            );
-                            for hook in &shared.hooks {
-                                hook(StallEvent::Ended(&stall));
-                            }
-                        }
+                        let _ = reports.send(Report::End {
+                            seq: stall_seq,
+                            duration,
+                        });
                     }
                     tracks.remove(&key);
                 }
@@ -167,33 +242,24 @@ pub(crate) fn run(shared: Arc<Shared>) {
             // Ask the thread to note when this poll ends.
             slot.flagged.store(seq, Ordering::Relaxed);
             // Who, for how long, and why: known at once, and told at once.
-            let mut stall = examine(&shared, slot, track, running, next_stall);
+            let stall = examine(&shared, slot, track, running, next_stall);
             for hook in &shared.hooks {
                 hook(StallEvent::Detected(&stall));
             }
-            // Where: the stack, captured while the poll still runs.
-            add_stack(&config, &symbolizer, slot, track, &mut stall);
-            track.reported = Some((next_stall, start));
-            next_stall += 1;
-            tracing::warn!(
-                job = stall.job,
-                queue = stall.label.as_deref().unwrap_or("-"),
-                kind = %stall.kind,
-                thread = %stall.thread,
-                syscall = stall.syscall.as_deref().unwrap_or("-"),
-                blocking_call = stall.blocking_call.as_deref().unwrap_or("-"),
-                culprit = stall.culprit.as_deref().unwrap_or("-"),
-                "event loop stalled for {:?}",
-                stall.duration
-            );
-            for hook in &shared.hooks {
-                hook(StallEvent::Reported(&stall));
-            }
+            // Where: the stack, captured while the poll still runs, and
+            // resolved by the reporter thread.
+            let raw = capture(&config, slot, track, stall.tid);
             shared
                 .book
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .add(stall);
+            let _ = reports.send(Report::Stack {
+                seq: next_stall,
+                raw,
+            });
+            track.reported = Some((next_stall, start));
+            next_stall += 1;
         }
         hold::check(config.hold_threshold, &shared.hold_hooks);
     }
@@ -201,6 +267,9 @@ pub(crate) fn run(shared: Arc<Shared>) {
     // the ones dropped until now are reported here.
     hold::set_monitored(false);
     hold::check(config.hold_threshold, &shared.hold_hooks);
+    // The reporter finishes what it was handed, then stops.
+    drop(reports);
+    let _ = reporter.join();
 }
 
 /// What a stall is, read now: everything but its stack.
@@ -247,38 +316,23 @@ fn examine(shared: &Shared, slot: &Slot, track: &Track, running: Duration, seq: 
     }
 }
 
-/// Captures the stalled thread's stack and names its blocking call and
-/// culprit (or notes why not).
-fn add_stack(
-    config: &Config,
-    symbolizer: &Symbolizer,
-    slot: &Slot,
-    track: &Track,
-    stall: &mut Stall,
-) {
-    let mut note = None;
+/// Captures the stalled thread's stack (the raw addresses), or says why
+/// there is none.
+fn capture(config: &Config, slot: &Slot, track: &Track, tid: i32) -> Result<stack::Raw, String> {
     if !stack::SUPPORTED {
-        note = Some("stack capture needs Linux on x86-64 or aarch64".to_owned());
-    } else {
-        let bounds = (
-            slot.stack_lo.load(Ordering::Relaxed),
-            slot.stack_hi.load(Ordering::Relaxed),
-        );
-        match stack::capture(stall.tid, bounds, config.signal, config.capture_timeout) {
-            // The stack is this poll's only if the poll was still running
-            // after the capture.
-            Ok(_) if slot.seq.load(Ordering::Acquire) != track.seq => {
-                note = Some("the poll ended before its stack was captured".to_owned());
-            }
-            Ok(raw) => stall.frames = symbolizer.frames(&raw),
-            Err(e) => note = Some(format!("no stack: {e}")),
-        }
+        return Err("stack capture needs Linux on x86-64 or aarch64".to_owned());
     }
-    (stall.blocking_call, stall.culprit) = stack::name_frames(&stall.frames);
-    if let Some(note) = note {
-        stall.note = Some(match stall.note.take() {
-            Some(earlier) => format!("{earlier}; {note}"),
-            None => note,
-        });
+    let bounds = (
+        slot.stack_lo.load(Ordering::Relaxed),
+        slot.stack_hi.load(Ordering::Relaxed),
+    );
+    match stack::capture(tid, bounds, config.signal, config.capture_timeout) {
+        // The stack is this poll's only if the poll was still running
+        // after the capture.
+        Ok(_) if slot.seq.load(Ordering::Acquire) != track.seq => {
+            Err("the poll ended before its stack was captured".to_owned())
+        }
+        Ok(raw) => Ok(raw),
+        Err(e) => Err(format!("no stack: {e}")),
     }
 }

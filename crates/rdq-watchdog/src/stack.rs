@@ -380,20 +380,25 @@ pub(crate) struct Symbolizer {
     /// The frames of each address: more than one where code was inlined.
     cache: Mutex<HashMap<usize, Vec<Frame>>>,
     text: Mutex<Text>,
+    /// Keep the debug information loaded between stalls (else it is
+    /// dropped after each resolution that needed it: see
+    /// [`Config::preload_symbols`](crate::Config::preload_symbols)).
+    keep_loaded: bool,
 }
 
 impl Symbolizer {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(keep_loaded: bool) -> Self {
         Symbolizer {
             cache: Mutex::new(HashMap::new()),
             text: Mutex::new(Text::load()),
+            keep_loaded,
         }
     }
 
     /// The frames at `addr`: the functions inlined there, innermost first,
     /// then the function the code belongs to (one frame when nothing was
     /// inlined, or nothing is known).
-    fn resolve(&self, addr: usize, is_return: bool) -> Vec<Frame> {
+    fn resolve(&self, addr: usize, is_return: bool, loaded: &mut bool) -> Vec<Frame> {
         if let Some(f) = self
             .cache
             .lock()
@@ -409,6 +414,7 @@ impl Symbolizer {
         // function would be named for the function before it).
         let probe = if is_return { addr } else { addr + 1 };
         let mut frames = Vec::new();
+        *loaded = true;
         backtrace::resolve(probe as *mut std::ffi::c_void, |symbol| {
             frames.push(Frame {
                 addr,
@@ -461,10 +467,18 @@ impl Symbolizer {
         // The same return address from the scan and from the chain is one
         // frame.
         addrs.dedup_by(|b, a| a.0 == b.0);
-        addrs
+        let mut loaded = false;
+        let frames = addrs
             .into_iter()
-            .flat_map(|(a, r)| self.resolve(a, r))
-            .collect()
+            .flat_map(|(a, r)| self.resolve(a, r, &mut loaded))
+            .collect();
+        if loaded && !self.keep_loaded {
+            // The parsed debug information of every library it looked in
+            // (often more than 100 MB for a large binary); this stall's
+            // frames stay in our own cache.
+            backtrace::clear_symbol_cache();
+        }
+        frames
     }
 }
 
@@ -599,7 +613,7 @@ mod tests {
             fp: vec![0, here + 1, 0],
             stack: Vec::new(),
         };
-        let frames = Symbolizer::new().frames(&raw);
+        let frames = Symbolizer::new(true).frames(&raw);
         assert!(frames.iter().all(|f| f.addr == here || f.addr == here + 1));
         assert!(frames.iter().any(|f| f
             .function

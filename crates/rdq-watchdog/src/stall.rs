@@ -152,6 +152,29 @@ impl Book {
         self.recent.push_back(stall);
     }
 
+    /// Fills in a stall's stack, blocking call and culprit (and a note on
+    /// why they are missing, added to any earlier note).
+    pub(crate) fn update(
+        &mut self,
+        seq: u64,
+        frames: Vec<crate::Frame>,
+        blocking_call: Option<String>,
+        culprit: Option<String>,
+        note: Option<String>,
+    ) -> Option<Stall> {
+        let stall = self.recent.iter_mut().rev().find(|s| s.seq == seq)?;
+        stall.frames = frames;
+        stall.blocking_call = blocking_call;
+        stall.culprit = culprit;
+        if let Some(note) = note {
+            stall.note = Some(match stall.note.take() {
+                Some(earlier) => format!("{earlier}; {note}"),
+                None => note,
+            });
+        }
+        Some(stall.clone())
+    }
+
     /// Records a stall's end: its final duration, and the culprit's share
     /// (starved stalls blame nobody).
     pub(crate) fn finish(&mut self, seq: u64, duration: Duration) -> Option<Stall> {

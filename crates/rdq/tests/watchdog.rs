@@ -55,9 +55,17 @@ fn blocking_jobs_are_reported_with_their_id_and_queue() {
             .put_with(250, JobOptions::priority(0).report_id(777_000))
             .unwrap()
             .await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-
-        let stalls = watchdog.stalls();
+        // Stacks are resolved, and ends recorded, on the watchdog's
+        // reporter thread: the first time symbols load, which takes a while
+        // in a debug build.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut stalls = watchdog.stalls();
+        while stalls.iter().filter(|s| s.finished).count() < 2
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stalls = watchdog.stalls();
+        }
         let ids: Vec<u64> = stalls.iter().map(|s| s.job).collect();
         assert!(
             ids.contains(&blocker_id),

@@ -33,6 +33,8 @@ pub struct RawWatchdog {
     /// A database connection or transaction held longer than this is
     /// reported, e.g. `"5s"`.
     pub hold_threshold: Option<Spanned<String>>,
+    /// Load debug information at start instead of at each stall.
+    pub preload_symbols: Option<bool>,
 }
 
 /// `[server]`.

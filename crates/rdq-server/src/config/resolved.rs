@@ -57,6 +57,9 @@ pub struct WatchdogConfig {
     /// A database connection or transaction held longer than this is
     /// reported.
     pub hold_threshold: Duration,
+    /// Load the binary's debug information at start (faster first stall
+    /// report, about 140 MB more memory) instead of at each stall.
+    pub preload_symbols: bool,
 }
 
 impl Default for WatchdogConfig {
@@ -66,6 +69,7 @@ impl Default for WatchdogConfig {
             tick: Duration::from_millis(100),
             threshold: Duration::from_millis(500),
             hold_threshold: Duration::from_secs(5),
+            preload_symbols: false,
         }
     }
 }
@@ -271,6 +275,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let wd = raw.watchdog;
     let mut watchdog = WatchdogConfig {
         enabled: wd.enabled.unwrap_or(true),
+        preload_symbols: wd.preload_symbols.unwrap_or(false),
         ..WatchdogConfig::default()
     };
     for (field, value, target) in [
@@ -506,6 +511,7 @@ sync = "normal"
 tick = "50ms"
 threshold = "250ms"
 hold_threshold = "2s"
+preload_symbols = true
 
 [queues.sms]
 width = 5
@@ -555,6 +561,7 @@ grace = "2s"
                 tick: Duration::from_millis(50),
                 threshold: Duration::from_millis(250),
                 hold_threshold: Duration::from_secs(2),
+                preload_symbols: true,
             }
         );
     }
