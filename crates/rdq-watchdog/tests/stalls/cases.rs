@@ -146,42 +146,9 @@ impl Suite {
         };
         let blamed_before = blamed(self);
         let crowd = Crowded::new(3);
-        let mut kinds = Vec::new();
-        let mut worst: Option<(Duration, Stall)> = None;
-        for run in 0..RUNS {
-            let job = self.job();
-            self.run_job(job, || starved_fixture(Duration::from_millis(150)));
-            let mut run_row = Row::new("");
-            let stall = self.check_stall(
-                &mut run_row,
-                job,
-                &Expect {
-                    kind: StallKind::Starved,
-                    syscall: None,
-                    blocking_call: None,
-                    culprit: Culprit::Any,
-                    note: None,
-                    // 150 ms of CPU time at about a quarter of a CPU.
-                    lasts: (THRESHOLD, Duration::from_secs(3)),
-                },
-            );
-            for f in run_row.failures {
-                row.failures.push(format!("run {run}: {f}"));
-            }
-            if let Some(stall) = stall {
-                kinds.push(stall.kind);
-                let latency = run_row.latency.unwrap_or_default();
-                if worst.as_ref().is_none_or(|(w, _)| latency > *w) {
-                    worst = Some((latency, stall));
-                }
-            }
-        }
+        self.starved_runs(&mut row, RUNS);
         let cpu = crowd.cpu;
         drop(crowd);
-        let starved = kinds.iter().filter(|k| **k == StallKind::Starved).count();
-        row.check(starved == RUNS, || {
-            format!("{starved} of {RUNS} runs starved: {kinds:?}")
-        });
         let blamed_after = blamed(self);
         row.check(blamed_after == blamed_before, || {
             format!(
@@ -189,11 +156,6 @@ impl Suite {
                 self.watchdog.culprits()
             )
         });
-        if let Some((latency, stall)) = worst {
-            row.describe(&stall);
-            row.latency = Some(latency);
-        }
-        row.kind = format!("{} {starved}/{RUNS}", row.kind);
         println!("    (pinned to CPU {cpu} with 3 hogs; the worst run shown)");
         self.finish(row);
     }
@@ -216,9 +178,21 @@ impl Suite {
                 return;
             }
         };
+        self.starved_runs(&mut row, RUNS);
+        drop(throttled);
+        println!(
+            "    (the runtime thread alone in a cgroup with 20% of a CPU; the worst run shown)"
+        );
+        self.finish(row);
+    }
+
+    /// Runs the starved fixture (150 ms of its own CPU time) `runs` times
+    /// and checks each is reported `starved`; `row` shows the run with the
+    /// worst detection latency and the count.
+    fn starved_runs(&mut self, row: &mut Row, runs: usize) {
         let mut kinds = Vec::new();
         let mut worst: Option<(Duration, Stall)> = None;
-        for run in 0..RUNS {
+        for run in 0..runs {
             let job = self.job();
             self.run_job(job, || starved_fixture(Duration::from_millis(150)));
             let mut run_row = Row::new("");
@@ -231,6 +205,7 @@ impl Suite {
                     blocking_call: None,
                     culprit: Culprit::Any,
                     note: None,
+                    // 150 ms of CPU time at a quarter or a fifth of a CPU.
                     lasts: (THRESHOLD, Duration::from_secs(3)),
                 },
             );
@@ -245,20 +220,15 @@ impl Suite {
                 }
             }
         }
-        drop(throttled);
         let starved = kinds.iter().filter(|k| **k == StallKind::Starved).count();
-        row.check(starved == RUNS, || {
-            format!("{starved} of {RUNS} runs starved: {kinds:?}")
+        row.check(starved == runs, || {
+            format!("{starved} of {runs} runs starved: {kinds:?}")
         });
         if let Some((latency, stall)) = worst {
             row.describe(&stall);
             row.latency = Some(latency);
         }
-        row.kind = format!("{} {starved}/{RUNS}", row.kind);
-        println!(
-            "    (the runtime thread alone in a cgroup with 20% of a CPU; the worst run shown)"
-        );
-        self.finish(row);
+        row.kind = format!("{} {starved}/{runs}", row.kind);
     }
 
     fn tiny_jobs(&mut self) {
