@@ -32,6 +32,19 @@ where
     }
 }
 
+/// Queue `q`, paused, whose kind `k` does nothing: for tests of what
+/// happens to waiting jobs.
+async fn paused_noop_queue(t: &TempStore) -> Queue {
+    DurableQueue::builder(t.store.clone(), "q")
+        .paused(true)
+        .handler("k", |_: (), _: JobContext| async {
+            Ok::<_, HandlerError>(())
+        })
+        .build()
+        .await
+        .unwrap()
+}
+
 async fn row(q: &Queue, id: JobId) -> JobRow {
     q.get(id).await.unwrap()
 }
@@ -326,14 +339,7 @@ async fn scheduled_jobs_run_at_their_time() {
 #[tokio::test]
 async fn a_key_dedupes_while_its_job_lives() {
     let t = TempStore::new().await;
-    let q = DurableQueue::builder(t.store.clone(), "q")
-        .paused(true)
-        .handler("k", |_: (), _: JobContext| async {
-            Ok::<_, HandlerError>(())
-        })
-        .build()
-        .await
-        .unwrap();
+    let q = paused_noop_queue(&t).await;
     let a = q
         .put("k", &(), PutOptions::default().key("order-7"))
         .await
@@ -460,14 +466,7 @@ async fn cancel_waiting_and_underway_jobs() {
 #[tokio::test]
 async fn reprioritize_a_waiting_job() {
     let t = TempStore::new().await;
-    let q = DurableQueue::builder(t.store.clone(), "q")
-        .paused(true)
-        .handler("k", |_: (), _: JobContext| async {
-            Ok::<_, HandlerError>(())
-        })
-        .build()
-        .await
-        .unwrap();
+    let q = paused_noop_queue(&t).await;
     let id = q.put("k", &(), PutOptions::priority(5)).await.unwrap().id;
     assert_eq!(q.reprioritize(id, -1).await.unwrap(), 5);
     assert_eq!(row(&q, id).await.priority, -1);
