@@ -45,9 +45,15 @@ pub enum StoreError {
     /// The disk (or quota) is full; nothing was written.
     #[error("the disk is full; nothing was written ({0})")]
     DiskFull(String),
-    /// The database said no.
+    /// The database cannot serve now: it is busy or locked, read-only,
+    /// cannot be opened, or its disk failed. Trying again later may succeed.
     #[error("database error: {0}")]
     Database(String),
+    /// The database refused a statement for a reason that is a bug in rdq,
+    /// not an outage (a constraint, a type, bad SQL), or a stored value is
+    /// unreadable. Its text is for the log, not for clients.
+    #[error("internal store error: {0}")]
+    Internal(String),
     /// I/O outside the database (syncing the log, the lock file).
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -69,8 +75,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether trying again later may succeed (full disk, a closed or busy
-    /// store), as opposed to a request that will never succeed.
+    /// Whether this is an outage: trying again later may succeed (full disk,
+    /// a closed, busy or locked store, a failing disk), as opposed to a
+    /// request that will never succeed or a bug.
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
@@ -87,10 +94,66 @@ impl From<rusqlite::Error> for StoreError {
         use rusqlite::ffi::ErrorCode;
         match e.sqlite_error_code() {
             Some(ErrorCode::DiskFull) => StoreError::DiskFull(e.to_string()),
-            _ => StoreError::Database(e.to_string()),
+            Some(
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::PermissionDenied
+                | ErrorCode::FileLockingProtocolFailed
+                | ErrorCode::OutOfMemory
+                | ErrorCode::NoLargeFileSupport,
+            ) => StoreError::Database(e.to_string()),
+            // Constraints, type mismatches, bad SQL, corruption, and errors
+            // of rusqlite's own (a value that does not convert): bugs.
+            _ => StoreError::Internal(e.to_string()),
         }
     }
 }
 
 /// The store's result type.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite_error(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn only_outages_are_unavailable() {
+        let conn = rusqlite::Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE t (k TEXT UNIQUE); INSERT INTO t VALUES ('a');")
+            .expect("schema");
+        let unique = conn
+            .execute("INSERT INTO t VALUES ('a')", [])
+            .expect_err("duplicate");
+        let bad_sql = conn.execute("SELEC 1", []).expect_err("syntax");
+        for bug in [
+            unique,
+            bad_sql,
+            rusqlite::Error::ToSqlConversionFailure("too big".into()),
+            sqlite_error(rusqlite::ffi::SQLITE_MISMATCH),
+            sqlite_error(rusqlite::ffi::SQLITE_CORRUPT),
+        ] {
+            let text = bug.to_string();
+            let e = StoreError::from(bug);
+            assert!(!e.is_unavailable(), "{text} is a bug, not an outage: {e:?}");
+            assert!(matches!(e, StoreError::Internal(_)), "{e:?}");
+        }
+        for outage in [
+            rusqlite::ffi::SQLITE_BUSY,
+            rusqlite::ffi::SQLITE_LOCKED,
+            rusqlite::ffi::SQLITE_READONLY,
+            rusqlite::ffi::SQLITE_IOERR,
+            rusqlite::ffi::SQLITE_CANTOPEN,
+            rusqlite::ffi::SQLITE_FULL,
+        ] {
+            let e = StoreError::from(sqlite_error(outage));
+            assert!(e.is_unavailable(), "code {outage} is an outage: {e:?}");
+        }
+    }
+}

@@ -90,6 +90,10 @@ pub enum RetryResult {
     /// It is in this state, which cannot be retried (it is waiting, running,
     /// or succeeded).
     NotRetryable(JobState),
+    /// It is finished, and a newer live job of its queue holds its
+    /// idempotency key (this one): retrying it would make two live jobs with
+    /// one key. Nothing changed.
+    KeyHeld(JobId),
     /// No such job.
     NotFound,
 }

@@ -29,7 +29,8 @@ macro_rules! store_suite {
             heartbeat_extends_leases, list_pages_newest_first, counts_per_state,
             prune_removes_old_finished_jobs_only, queue_records_round_trip,
             finished_events_follow_commits, puts_signal_work, invalid_jobs_are_refused,
-            snooze_spends_no_attempt, retry_reopens_failures_only, oldest_pending_is_the_earliest_runnable);
+            snooze_spends_no_attempt, retry_reopens_failures_only, retry_refuses_a_key_a_live_job_holds,
+            oldest_pending_is_the_earliest_runnable);
     };
     (@tests $make:expr; $($check:ident),* $(,)?) => {
         $(
@@ -765,6 +766,36 @@ pub async fn retry_reopens_failures_only<S: Store>(store: &S) {
         (again[0].id, again[0].attempt),
         (ids[2], 1),
         "the retried one queues by its new run_at"
+    );
+}
+
+/// A finished job whose key a newer live job now holds is not retried (two
+/// live jobs would share the key): the answer names the holder, and nothing
+/// changes.
+pub async fn retry_refuses_a_key_a_live_job_holds<S: Store>(store: &S) {
+    let mut keyed = job("q", 0);
+    keyed.key = Some("k1".into());
+    let old = ids(store, vec![keyed.clone()], at(0)).await[0];
+    assert_eq!(
+        store.cancel(old, at(1)).await.expect("cancel"),
+        CancelResult::Cancelled
+    );
+    let live = ids(store, vec![keyed], at(2)).await[0];
+    assert_ne!(live, old);
+    assert_eq!(
+        store.retry(old, at(3)).await.expect("retry"),
+        RetryResult::KeyHeld(live)
+    );
+    let row = store.get(old).await.expect("get").expect("exists");
+    assert_eq!(row.state, JobState::Cancelled, "nothing changed");
+    // Once the holder is final, the old job may run again.
+    assert_eq!(
+        store.cancel(live, at(4)).await.expect("cancel"),
+        CancelResult::Cancelled
+    );
+    assert_eq!(
+        store.retry(old, at(5)).await.expect("retry"),
+        RetryResult::Retried
     );
 }
 

@@ -28,7 +28,8 @@ pub enum ApiError {
     /// Well-formed but invalid (a negative width, an unknown field value).
     #[error("{0}")]
     Unprocessable(String),
-    /// The store cannot take it now (full disk, shutting down).
+    /// The store cannot take it now (full disk, locked or unreachable
+    /// database, shutting down): a real outage, worth retrying later.
     #[error("{0}")]
     Unavailable(String),
     /// A bug.
@@ -91,8 +92,16 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
             StoreError::Invalid(m) => ApiError::Unprocessable(m),
+            // An outage: its text says what is down (a full disk, a locked
+            // file), never a statement.
             e if e.is_unavailable() => ApiError::Unavailable(e.to_string()),
-            e => ApiError::Internal(e.to_string()),
+            // A bug: the details (which may quote SQL) go to the log only.
+            e => {
+                tracing::error!(error = %e, "a store operation failed");
+                ApiError::Internal(
+                    "the store failed unexpectedly; the server's log has the details".into(),
+                )
+            }
         }
     }
 }
@@ -105,6 +114,7 @@ impl From<DurableError> for ApiError {
             e @ (DurableError::Finished(..)
             | DurableError::Underway(_)
             | DurableError::NotRetryable(..)
+            | DurableError::KeyHeld(..)
             | DurableError::Elsewhere(..)) => ApiError::Conflict(e.to_string()),
             e @ (DurableError::UnknownKind { .. } | DurableError::InvalidArgs(_)) => {
                 ApiError::Unprocessable(e.to_string())
@@ -134,6 +144,14 @@ mod tests {
         assert_eq!(
             status(StoreError::Invalid("x".into()).into()),
             StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let bug = ApiError::from(StoreError::Internal(
+            "UNIQUE constraint failed: rdq_jobs.queue, rdq_jobs.key".into(),
+        ));
+        assert_eq!(bug.status_and_code().0, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            !bug.to_string().contains("UNIQUE"),
+            "no SQL text reaches a client: {bug}"
         );
         let id = rdq_store::JobId(7);
         assert_eq!(

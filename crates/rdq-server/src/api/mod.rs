@@ -130,7 +130,8 @@ async fn readyz(State(app): State<Arc<App>>) -> Result<&'static str, ApiError> {
     match app.store.get(rdq_store::JobId(0)).await {
         Ok(_) => Ok("ready\n"),
         Err(e) => Err(ApiError::Unavailable(format!(
-            "the store is not ready: {e}"
+            "the store is not ready: {}",
+            ApiError::from(e)
         ))),
     }
 }

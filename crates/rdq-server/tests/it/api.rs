@@ -407,6 +407,28 @@ async fn cancel_reprioritize_and_retry_by_state() {
 }
 
 #[tokio::test]
+async fn retrying_a_job_whose_key_a_live_job_holds_is_a_conflict_naming_it() {
+    let s = TestServer::start(|c| c.queues[0].paused = true).await;
+    let old = s.put(r#"{"args": 1, "key": "order-7"}"#).await;
+    let (status, _) = s
+        .call("POST", &format!("/api/v1/jobs/{old}/cancel"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let live = s.put(r#"{"args": 2, "key": "order-7"}"#).await;
+    assert_ne!(live, old);
+    let (status, err) = s
+        .call("POST", &format!("/api/v1/jobs/{old}/retry"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(err["error"]["code"], "conflict");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("live job {live}")), "{message}");
+    assert!(!message.contains("constraint"), "no SQL text: {message}");
+    let (_, job) = s.call("GET", &format!("/api/v1/jobs/{old}"), None).await;
+    assert_eq!(job["state"], "cancelled", "nothing changed");
+}
+
+#[tokio::test]
 async fn wait_answers_202_when_the_job_is_not_done_in_time() {
     let s = TestServer::start(|c| c.queues[0].paused = true).await;
     let id = s.put(r#"{"args": 1}"#).await;

@@ -169,6 +169,13 @@ pub enum DurableError {
     /// The job is waiting, running or succeeded: nothing to retry.
     #[error("job {0} is {1}; only failed, dead or cancelled jobs can be retried")]
     NotRetryable(JobId, JobState),
+    /// The job is finished and a newer live job holds its idempotency key:
+    /// retrying it would make two live jobs with one key.
+    #[error(
+        "job {0} cannot be retried: live job {1} of its queue holds its key; \
+         wait for job {1} to finish or cancel it, then retry"
+    )]
+    KeyHeld(JobId, JobId),
     /// The job is underway on another node, which must cancel it.
     #[error("job {0} is underway on node {1}")]
     Elsewhere(JobId, String),
@@ -905,6 +912,7 @@ impl<S: Store> DurableQueue<S> {
             }
             RetryResult::NotFound => Err(DurableError::NotFound(id)),
             RetryResult::NotRetryable(state) => Err(DurableError::NotRetryable(id, state)),
+            RetryResult::KeyHeld(live) => Err(DurableError::KeyHeld(id, live)),
         }
     }
 

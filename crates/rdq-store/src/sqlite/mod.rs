@@ -174,7 +174,7 @@ impl SqliteStore {
         let path = path.as_ref().to_owned();
         tokio::task::spawn_blocking(move || Self::open_blocking(path, options))
             .await
-            .map_err(|e| StoreError::Database(format!("opening panicked: {e}")))?
+            .map_err(|e| StoreError::Internal(format!("opening panicked: {e}")))?
     }
 
     fn open_blocking(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore> {
@@ -300,7 +300,7 @@ impl SqliteStore {
             }
         })
         .await
-        .map_err(|e| StoreError::Database(format!("closing panicked: {e}")))?;
+        .map_err(|e| StoreError::Internal(format!("closing panicked: {e}")))?;
         // The writer is gone: let another process (or a reopen) have the file.
         self.shared
             .lock
@@ -378,7 +378,7 @@ impl SqliteStore {
             result
         })
         .await
-        .map_err(|e| StoreError::Database(format!("a read panicked: {e}")))?
+        .map_err(|e| StoreError::Internal(format!("a read panicked: {e}")))?
     }
 }
 

@@ -319,6 +319,19 @@ pub(crate) fn retry(conn: &Connection, id: JobId, now: Timestamp) -> Result<Retr
     ) {
         return Ok(RetryResult::NotRetryable(job.state));
     }
+    // A failed job is live and still holds its key; a dead or cancelled one
+    // gave it up, and a newer job may have taken it.
+    if let (Some(key), true) = (&job.key, job.state.is_final()) {
+        let holder: Option<i64> = conn
+            .prepare_cached(&format!(
+                "SELECT id FROM rdq_jobs WHERE queue = ?1 AND key = ?2 AND {LIVE}"
+            ))?
+            .query_row(params![job.queue, key], |r| r.get(0))
+            .optional()?;
+        if let Some(holder) = holder {
+            return Ok(RetryResult::KeyHeld(JobId(holder)));
+        }
+    }
     // One more attempt if they were all spent; the history stays.
     conn.prepare_cached(
         "UPDATE rdq_jobs SET state = 'pending', run_at = ?2, max_attempts = MAX(max_attempts, attempt + 1) \
@@ -414,7 +427,7 @@ pub(crate) fn load_queue(conn: &Connection, name: &str) -> Result<Option<QueueRe
     };
     let parse = |text: &str| {
         serde_json::from_str(text).map_err(|e| {
-            crate::StoreError::Database(format!("queue {name}: stored settings are not JSON: {e}"))
+            crate::StoreError::Internal(format!("queue {name}: stored settings are not JSON: {e}"))
         })
     };
     Ok(Some(QueueRecord {

@@ -279,13 +279,16 @@ fn unanswered(ops: Vec<Op>) -> Vec<Done> {
 }
 
 fn fail(dones: Vec<Done>, error: StoreError) {
-    let message = error.to_string();
-    let disk_full = matches!(error, StoreError::DiskFull(_));
+    // Each waiter gets the error of the same kind (outage or bug).
+    let message = match &error {
+        StoreError::DiskFull(m) | StoreError::Database(m) | StoreError::Internal(m) => m.clone(),
+        e => e.to_string(),
+    };
     for done in dones {
-        done(Err(if disk_full {
-            StoreError::DiskFull(message.clone())
-        } else {
-            StoreError::Database(message.clone())
+        done(Err(match error {
+            StoreError::DiskFull(_) => StoreError::DiskFull(message.clone()),
+            StoreError::Internal(_) => StoreError::Internal(message.clone()),
+            _ => StoreError::Database(message.clone()),
         }));
     }
 }
