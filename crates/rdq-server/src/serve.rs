@@ -149,6 +149,7 @@ async fn serve(
         std::process::exit(130);
     };
     tokio::spawn(signals);
+    let listener = crate::api::JsonErrorListener::new(listener);
     let http = axum::serve(listener, router).with_graceful_shutdown(async move {
         let _ = begun.await;
     });

@@ -19,6 +19,12 @@ pub enum ApiError {
     /// No such queue or job.
     #[error("{0}")]
     NotFound(String),
+    /// The route exists, but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The body is not sent as `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The job is in a state that forbids this (finished, underway, ...).
     #[error("{0}")]
     Conflict(String),
@@ -48,8 +54,9 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable code: `bad_request`, `unauthorized`,
-    /// `not_found`, `conflict`, `payload_too_large`, `unprocessable`,
-    /// `unavailable`, `internal`.
+    /// `not_found`, `method_not_allowed`, `conflict`, `payload_too_large`,
+    /// `uri_too_long`, `unsupported_media_type`, `unprocessable`,
+    /// `headers_too_large`, `unavailable`, `internal`.
     pub code: &'static str,
     /// What went wrong and how to fix it, for people.
     pub message: String,
@@ -62,6 +69,10 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),

@@ -38,9 +38,9 @@ fn json_error(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonSyntaxError(e) => {
             ApiError::BadRequest(format!("the body is not valid JSON: {}", deepest(e)))
         }
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::BadRequest("send the body as JSON with Content-Type: application/json".into())
-        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+            "send the body as JSON, with Content-Type: application/json".into(),
+        ),
         JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::TooLarge("the request body is larger than the server's max_body".into())
         }

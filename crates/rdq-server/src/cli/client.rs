@@ -164,6 +164,15 @@ impl Client {
                 "the rdq server at {} did not answer in time",
                 self.server()
             ))
+        } else if hung_up(e) {
+            // rdq serve reads an oversize body before it answers 413; a
+            // server or proxy that does not gets here.
+            CliError::Failed(format!(
+                "the rdq server at {} closed the connection while the request was being sent \
+                 ({}); a body over its max_body is the usual cause",
+                self.server(),
+                deepest(e)
+            ))
         } else {
             CliError::Failed(format!(
                 "the request to the rdq server at {} failed: {}",
@@ -172,6 +181,21 @@ impl Client {
             ))
         }
     }
+}
+
+/// Whether the server hung up on the request: a broken pipe or a reset.
+fn hung_up(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            );
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Why a connection failed, in a few words: `connection refused`.

@@ -177,8 +177,8 @@ async fn bad_requests_get_the_right_status_and_change_nothing() {
             "/api/v1/queues/sms/jobs".into(),
             Some(r#"{"args": 1}"#.into()),
             false,
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
         ),
         (
             "POST",
@@ -298,7 +298,7 @@ async fn bad_requests_get_the_right_status_and_change_nothing() {
             None,
             true,
             StatusCode::METHOD_NOT_ALLOWED,
-            "",
+            "method_not_allowed",
         ),
         (
             "GET",
@@ -324,6 +324,70 @@ async fn bad_requests_get_the_right_status_and_change_nothing() {
     assert_eq!(counts["pending"], 1, "nothing changed: {counts}");
     let (_, q) = s.call("GET", "/api/v1/queues/sms", None).await;
     assert_eq!((q["width"].as_u64(), &q["rate"]), (Some(2), &json!(null)));
+}
+
+/// One request through the router; status, headers and body as JSON.
+async fn raw_call(
+    s: &TestServer,
+    request: axum::http::Request<axum::body::Body>,
+) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+    let response = tower::ServiceExt::oneshot(s.router.clone(), request)
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "{}: not JSON: {:?}",
+            parts.status,
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (parts.status, parts.headers, value)
+}
+
+#[tokio::test]
+async fn rejections_of_the_router_and_extractors_are_json() {
+    let s = TestServer::start(|c| c.queues[0].paused = true).await;
+    let request = |method: &str, uri: &str, content_type: Option<&str>, body: &str| {
+        let mut r = axum::http::Request::builder().method(method).uri(uri);
+        if let Some(t) = content_type {
+            r = r.header("content-type", t);
+        }
+        r.body(axum::body::Body::from(body.to_owned())).unwrap()
+    };
+    let (status, headers, body) =
+        raw_call(&s, request("DELETE", "/api/v1/queues/sms", None, "")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    let allow = headers
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(
+        allow.contains("GET") && allow.contains("PATCH"),
+        "allow: {allow:?}"
+    );
+    for (content_type, body) in [
+        (None, r#"{"args": 1}"#),
+        (Some("text/plain"), r#"{"args": 1}"#),
+    ] {
+        let (status, _, reply) = raw_call(
+            &s,
+            request("POST", "/api/v1/queues/sms/jobs", content_type, body),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}: {reply}"
+        );
+        assert_eq!(reply["error"]["code"], "unsupported_media_type", "{reply}");
+    }
+    assert_eq!(s.counts().await["pending"], 0, "nothing was put");
 }
 
 #[tokio::test]

@@ -531,6 +531,38 @@ fn no_server_and_bad_usage_fail_with_their_own_status() {
 }
 
 #[test]
+fn an_oversize_body_shows_the_servers_413_message() {
+    let server = Server::start();
+    // One job whose JSON is larger than the server's max_body (1 MiB).
+    let jobs = server.dir.path().join("big.jsonl");
+    std::fs::write(&jobs, format!("\"{}\"\n", "x".repeat(32 << 20))).unwrap();
+    let run = server.rdq(&["put", "hook", "--file", jobs.to_str().unwrap()]);
+    run.failed(1, "max_body");
+    assert!(!run.stderr.contains("roken pipe"), "{run:?}");
+    assert_eq!(server.queue()["counts"]["pending"], 0, "nothing was put");
+    server.stop();
+}
+
+#[test]
+fn a_server_that_hangs_up_mid_body_gets_a_message_that_says_so() {
+    // Reads a little of each request, then closes without answering.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("big.jsonl");
+    std::fs::write(&jobs, format!("\"{}\"\n", "x".repeat(32 << 20))).unwrap();
+    let run = rdq_with(&url, &["put", "hook", "--file", jobs.to_str().unwrap()]);
+    run.failed(1, "closed the connection while the request was being sent");
+}
+
+#[test]
 fn stalls_and_dump_show_what_the_server_is_doing() {
     let server = Server::start_with(
         None,

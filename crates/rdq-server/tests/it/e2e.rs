@@ -439,7 +439,7 @@ async fn bad_requests_change_nothing_on_the_real_server() {
             "/api/v1/queues/sms/jobs".into(),
             b"{\"args\": 1}".to_vec(),
             "text/plain",
-            400,
+            415,
         ),
         (
             "POST",

@@ -6,3 +6,4 @@ mod command;
 mod e2e;
 mod support;
 mod watch;
+mod wire;
