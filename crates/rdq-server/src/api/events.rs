@@ -14,9 +14,24 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::app::{App, Event};
 
-/// The stream of changes.
+/// One server-sent event, as the stream carries it: its name, and its data,
+/// an [`Event`] as JSON (for `job` and `queue`) or how many events a client
+/// that fell behind missed (for `lagged`).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // Only describes the stream.
+pub struct SentEvent {
+    /// `job`, `queue` or `lagged`.
+    #[schema(pattern = "^(job|queue|lagged)$")]
+    event: String,
+    /// An `Event` as JSON, or for `lagged` the number of events missed.
+    data: String,
+}
+
+/// The stream of changes: one event per change, and a comment every 15 s to
+/// keep the connection open.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
-    responses((status = 200, description = "text/event-stream of JSON events", body = Event, content_type = "text/event-stream")))]
+    responses((status = 200, description = "Server-sent events; each data is an Event as JSON", body = SentEvent,
+        content_type = "text/event-stream")))]
 pub async fn stream(
     State(app): State<Arc<App>>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {

@@ -18,6 +18,12 @@ use crate::app::{App, Event, ServerQueue};
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
 async fn job(app: &App, id: i64) -> Result<(JobRow, &ServerQueue), ApiError> {
+    if id < 1 {
+        return Err(ApiError::BadRequest(format!(
+            "bad path: job id {id}; ids are 1 to {}",
+            i64::MAX
+        )));
+    }
     let row = app
         .store
         .get(JobId(id))

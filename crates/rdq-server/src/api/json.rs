@@ -23,11 +23,89 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_error(rejection)),
+        if !json_content_type(req.headers()) {
+            return Err(json_error(JsonRejection::MissingJsonContentType(
+                Default::default(),
+            )));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| json_error(e.into()))?;
+        decode(&bytes).map(ApiJson)
+    }
+}
+
+/// Whether the request says its body is JSON: `application/json` or
+/// `application/*+json`, with any parameters.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
+}
+
+/// The body as a `T`. JSON Schema's integers include `5.0`: when a float was
+/// refused, the integral ones are written as integers and it is tried again.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(v)) => Ok(v),
+        Err(rejection @ JsonRejection::JsonDataError(_)) => {
+            match integral_floats_as_integers(bytes) {
+                Some(fixed) => axum::Json::<T>::from_bytes(&fixed)
+                    .map(|axum::Json(v)| v)
+                    .map_err(json_error),
+                None => Err(json_error(rejection)),
+            }
+        }
+        Err(rejection) => Err(json_error(rejection)),
+    }
+}
+
+/// The body with every float that is a whole number in `i64`'s or `u64`'s
+/// range (`5.0`, `1e3`) written as an integer, except inside `args` (a
+/// job's own data, kept as sent); `None` if there is none.
+fn integral_floats_as_integers(body: &[u8]) -> Option<axum::body::Bytes> {
+    fn fix(value: &mut serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                // Exact bounds: -2^63 and 2^64 are powers of two.
+                let whole = f.fract() == 0.0
+                    && (-9.223_372_036_854_776e18..1.844_674_407_370_955_2e19).contains(&f);
+                if whole {
+                    *value = if f < 0.0 {
+                        serde_json::Value::from(f as i64)
+                    } else {
+                        serde_json::Value::from(f as u64)
+                    };
+                }
+                whole
+            }
+            serde_json::Value::Array(items) => items.iter_mut().fold(false, |any, v| fix(v) | any),
+            serde_json::Value::Object(fields) => fields
+                .iter_mut()
+                .filter(|(k, _)| k.as_str() != "args")
+                .fold(false, |any, (_, v)| fix(v) | any),
+            _ => false,
         }
     }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if !fix(&mut value) {
+        return None;
+    }
+    serde_json::to_vec(&value).ok().map(Into::into)
 }
 
 fn json_error(rejection: JsonRejection) -> ApiError {

@@ -46,6 +46,7 @@ use crate::app::App;
         jobs::list, jobs::get, jobs::cancel, jobs::priority, jobs::retry, jobs::wait,
         events::stream,
         watch::stalls, watch::dump,
+        metrics, healthz, readyz, openapi,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, crate::app::Event)),
     tags(
@@ -53,9 +54,96 @@ use crate::app::App;
         (name = "jobs", description = "Jobs: put, find, cancel, reprioritize, retry, wait"),
         (name = "events", description = "Live changes"),
         (name = "watchdog", description = "Stalls of the server's runtime, and what every underway job is doing"),
+        (name = "server", description = "Health, readiness, metrics and this document"),
     )
 )]
 pub struct ApiDoc;
+
+/// What operations can answer besides their own statuses, as the document
+/// states it: 400 for a bad path parameter, an unknown or bad query
+/// parameter or a body that is not JSON (on operations with parameters or a
+/// body; others ignore a query string); 401 without the token (on every
+/// route the token guards); 503 in an outage or while shutting down; and,
+/// with a body, 413 (over `max_body`), 415 (not sent as `application/json`)
+/// and 422 (JSON that does not fit).
+const COMMON: [(&str, &str); 6] = [
+    ("400", "Malformed: a bad path parameter, an unknown or bad query parameter, or a body that is not JSON"),
+    ("401", "The server has a token, and the request did not carry it"),
+    ("503", "The store is unavailable (locked, read-only, unreachable, disk full) or the server is shutting down"),
+    ("413", "The body is larger than the server's max_body"),
+    ("415", "The body is not sent with Content-Type: application/json"),
+    ("422", "The body is JSON that does not fit, or a value is out of range"),
+];
+
+/// The OpenAPI document, as `/api/v1/openapi.json` serves it: what
+/// [`ApiDoc`] generates, with the statuses every operation shares
+/// ([`COMMON`]), job ids as `int64` from 1, and request bodies required.
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let error = serde_json::json!({
+        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+    });
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return doc;
+    };
+    for (path, item) in paths.iter_mut() {
+        let open = matches!(
+            path.as_str(),
+            "/healthz" | "/readyz" | "/api/v1/openapi.json"
+        );
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for op in item.values_mut().filter_map(|op| op.as_object_mut()) {
+            let has_body = match op.get_mut("requestBody").and_then(|b| b.as_object_mut()) {
+                Some(body) => {
+                    body.insert("required".into(), true.into());
+                    true
+                }
+                None => false,
+            };
+            let has_params = op
+                .get("parameters")
+                .and_then(|p| p.as_array())
+                .is_some_and(|p| !p.is_empty());
+            if let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) {
+                for param in params.iter_mut() {
+                    match (param["in"].as_str(), param["name"].as_str()) {
+                        (Some("path"), Some("id")) => {
+                            param["schema"] = serde_json::json!({"type": "integer", "format": "int64", "minimum": 1});
+                        }
+                        (Some("query"), Some("state")) => {
+                            let states: Vec<String> = rdq_store::JobState::ALL
+                                .iter()
+                                .map(|s| s.to_string())
+                                .collect();
+                            param["schema"] = serde_json::json!({"type": "string", "enum": states});
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else {
+                continue;
+            };
+            for (status, description) in COMMON {
+                let applies = match status {
+                    "400" => has_params || has_body,
+                    "401" => !open,
+                    "503" => !open || path == "/readyz",
+                    _ => has_body,
+                };
+                if applies && !responses.contains_key(status) {
+                    responses.insert(
+                        status.into(),
+                        serde_json::json!({"description": description, "content": error}),
+                    );
+                }
+            }
+        }
+    }
+    doc
+}
 
 /// The whole HTTP surface, for `serve` and for tests (`oneshot`).
 pub fn router(app: Arc<App>) -> Router {
@@ -194,10 +282,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "server",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
 async fn openapi() -> impl IntoResponse {
-    axum::Json(ApiDoc::openapi())
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    axum::Json(DOCUMENT.get_or_init(document).clone())
 }
 
+/// Prometheus metrics, in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    responses((status = 200, description = "The metrics", body = String,
+        content_type = "application/openmetrics-text")))]
 async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let text = app.metrics.render(&app).await?;
     Ok((
@@ -210,11 +306,16 @@ async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         .into_response())
 }
 
+/// Whether the process answers: always `ok`.
+#[utoipa::path(get, path = "/healthz", tag = "server",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when the store answers a read.
+/// Ready when the store answers a read: `ready`, or 503.
+#[utoipa::path(get, path = "/readyz", tag = "server",
+    responses((status = 200, description = "`ready`", body = String, content_type = "text/plain")))]
 async fn readyz(State(app): State<Arc<App>>) -> Result<&'static str, ApiError> {
     match app.store.get(rdq_store::JobId(0)).await {
         Ok(_) => Ok("ready\n"),

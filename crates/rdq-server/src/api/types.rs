@@ -25,8 +25,7 @@ pub struct JobView {
     pub attempt: u32,
     /// Runs allowed.
     pub max_attempts: u32,
-    /// Its arguments.
-    #[schema(value_type = Object)]
+    /// Its arguments: any JSON (`null` when the put gave none).
     pub args: serde_json::Value,
     /// When it may run (RFC 3339).
     pub run_at: String,
@@ -40,8 +39,7 @@ pub struct JobView {
     pub key: Option<String>,
     /// Its own timeout, in milliseconds.
     pub timeout_ms: Option<u64>,
-    /// What its executor returned, once succeeded.
-    #[schema(value_type = Option<Object>)]
+    /// What its executor returned (any JSON), once succeeded.
     pub result: Option<serde_json::Value>,
     /// The latest error.
     pub error: Option<String>,
@@ -153,7 +151,6 @@ fn some<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<T
 pub struct PutBody {
     /// Its arguments (any JSON; default `null`).
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub args: serde_json::Value,
     /// Lower runs first (default 0).
     #[serde(default)]
@@ -195,17 +192,21 @@ pub struct BatchReply {
     pub jobs: Vec<PutReply>,
 }
 
-/// Filters and paging for `GET /api/v1/jobs`.
+/// Filters and paging for `GET /api/v1/jobs` (unknown parameters are a
+/// 400).
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this queue.
     pub queue: Option<String>,
-    /// Only this state.
+    /// Only this state: `scheduled`, `pending`, `underway`, `succeeded`,
+    /// `failed`, `dead` or `cancelled`.
     pub state: Option<String>,
     /// The cursor: `next` from the previous page.
     pub before: Option<i64>,
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -242,11 +243,13 @@ pub struct PriorityReply {
     pub job: JobView,
 }
 
-/// How long to wait for a job to finish.
+/// How long to wait for a job to finish (unknown parameters are a 400).
 #[derive(Debug, Clone, Copy, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Milliseconds, 0 to 60000 (default 30000).
+    #[param(minimum = 0, maximum = 60000)]
     pub timeout_ms: Option<u64>,
 }
 

@@ -28,6 +28,7 @@ pub struct StallsQuery {
     /// Only stalls of this queue's jobs.
     pub queue: Option<String>,
     /// Most stalls returned, newest first (1 to 1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

@@ -621,6 +621,102 @@ async fn the_openapi_document_describes_every_route() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_and_the_server_agree() {
+    let s = TestServer::start(|c| c.queues[0].paused = true).await;
+    let (_, doc) = s.call("GET", "/api/v1/openapi.json", None).await;
+    let paths = doc["paths"].as_object().unwrap();
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert!(paths[path]["get"].is_object(), "{path} missing");
+    }
+    // Every operation with parameters documents 400 (a bad path or query);
+    // every one with a body documents 400, 413, 415 and 422.
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            if op.get("parameters").is_some() || op.get("requestBody").is_some() {
+                assert!(responses.contains_key("400"), "{method} {path}: no 400");
+            }
+            if op.get("requestBody").is_some() {
+                for status in ["413", "415", "422"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path}: no {status}"
+                    );
+                }
+            }
+        }
+    }
+    // Job ids: int64 from 1; anything else is a documented 400.
+    let id = &paths["/api/v1/jobs/{id}"]["get"]["parameters"][0];
+    assert_eq!(
+        (
+            &id["name"],
+            &id["schema"]["format"],
+            &id["schema"]["minimum"]
+        ),
+        (&json!("id"), &json!("int64"), &json!(1)),
+        "{id}"
+    );
+    for bad in ["9223372036854775808", "0", "-3", "seven"] {
+        let (status, err) = s.call("GET", &format!("/api/v1/jobs/{bad}"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {err}");
+        assert_eq!(err["error"]["code"], "bad_request");
+    }
+    // Unknown query parameters are a documented 400, not ignored.
+    let (status, _) = s.call("GET", "/api/v1/jobs?colour=red", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // `args` is any JSON, absent means null, on the way in and out.
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["PutBody", "JobView"] {
+        let args = &schemas[schema]["properties"]["args"];
+        assert!(
+            args.get("type").is_none(),
+            "{schema}.args is any JSON: {args}"
+        );
+    }
+    let id = s.put("{}").await;
+    let (_, job) = s.call("GET", &format!("/api/v1/jobs/{id}"), None).await;
+    assert_eq!(job["args"], json!(null));
+    // An integer may be written 5.0 (JSON Schema's integer), not 5.5; args
+    // keep what was sent.
+    let (status, reply) = s
+        .call(
+            "POST",
+            "/api/v1/queues/sms/jobs",
+            Some(r#"{"args": {"n": 5.0}, "priority": 2.0, "max_attempts": 3.0}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let (_, job) = s
+        .call("GET", &format!("/api/v1/jobs/{}", reply["id"]), None)
+        .await;
+    assert_eq!(
+        (
+            &job["priority"],
+            &job["max_attempts"],
+            job["args"]["n"].as_f64()
+        ),
+        (&json!(2), &json!(3), Some(5.0))
+    );
+    assert!(job["args"]["n"].is_f64(), "args untouched: {job}");
+    let (status, _) = s
+        .call(
+            "POST",
+            &format!("/api/v1/jobs/{id}/priority"),
+            Some(r#"{"priority": 5.5}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // The event stream is documented per event: its name and JSON data.
+    let sse = &paths["/api/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+        ["schema"];
+    let name = sse["$ref"].as_str().unwrap().rsplit('/').next().unwrap();
+    let sse = &schemas[name];
+    assert_eq!(sse["required"], json!(["event", "data"]), "{sse}");
+    assert_eq!(sse["properties"]["data"]["type"], "string", "{sse}");
+}
+
+#[tokio::test]
 async fn metrics_follow_the_design_names() {
     let s = TestServer::start(|_| {}).await;
     let id = s.put(r#"{"args": 1}"#).await;
