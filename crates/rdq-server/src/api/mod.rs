@@ -77,7 +77,8 @@ const COMMON: [(&str, &str); 6] = [
 
 /// The OpenAPI document, as `/api/v1/openapi.json` serves it: what
 /// [`ApiDoc`] generates, with the statuses every operation shares
-/// ([`COMMON`]), job ids as `int64` from 1, and request bodies required.
+/// (400, 401, 413, 415, 422, 503 where they apply), job ids as `int64` from
+/// 1, the states a `state` filter takes, and request bodies required.
 pub fn document() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     let error = serde_json::json!({
