@@ -81,6 +81,14 @@ const COMMON: [(&str, &str); 6] = [
 /// 1, the states a `state` filter takes, and request bodies required.
 pub fn document() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    // A rule between two fields: run_at and delay_ms, not both (either may
+    // be null, which is as good as absent).
+    if let Some(put) = doc.pointer_mut("/components/schemas/PutBody") {
+        put["not"] = serde_json::json!({
+            "required": ["run_at", "delay_ms"],
+            "properties": {"run_at": {"type": "string"}, "delay_ms": {"type": "integer"}}
+        });
+    }
     let error = serde_json::json!({
         "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
     });

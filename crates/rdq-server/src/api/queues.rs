@@ -212,7 +212,8 @@ pub async fn put(
     Ok((status, axum::Json(reply)))
 }
 
-/// Puts up to 10,000 jobs in one commit, in order: all or none.
+/// Puts 1 to 10,000 jobs in one commit, in order: all or none (422 for
+/// none or more).
 #[utoipa::path(post, path = "/api/v1/queues/{name}/jobs/batch", tag = "jobs",
     params(("name" = String, Path, description = "The queue")),
     request_body = BatchBody,
@@ -225,7 +226,7 @@ pub async fn put_batch(
 ) -> Result<(axum::http::StatusCode, axum::Json<BatchReply>), ApiError> {
     let q = find(&app, &name)?;
     if body.jobs.len() > MAX_BATCH {
-        return Err(ApiError::TooLarge(format!(
+        return Err(ApiError::Unprocessable(format!(
             "{} jobs in one batch; at most {MAX_BATCH}",
             body.jobs.len()
         )));

@@ -181,7 +181,8 @@ pub struct PutReply {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
-    /// The jobs, in order.
+    /// The jobs, in order: 1 to 10,000.
+    #[schema(min_items = 1, max_items = 10_000)]
     pub jobs: Vec<PutBody>,
 }
 

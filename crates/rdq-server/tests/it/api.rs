@@ -707,6 +707,34 @@ async fn the_openapi_document_and_the_server_agree() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A batch holds 1 to 10,000 jobs; outside that range it is a 422, like
+    // any value out of its documented range.
+    let jobs = &schemas["BatchBody"]["properties"]["jobs"];
+    assert_eq!(
+        (&jobs["minItems"], &jobs["maxItems"]),
+        (&json!(1), &json!(10_000)),
+        "{jobs}"
+    );
+    for n in [0, 10_001] {
+        let body = format!(r#"{{"jobs": [{}]}}"#, vec!["{}"; n].join(","));
+        let (status, err) = s
+            .call("POST", "/api/v1/queues/sms/jobs/batch", Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{n} jobs: {err}");
+    }
+    // run_at and delay_ms: not both, unless one is null.
+    assert_eq!(
+        schemas["PutBody"]["not"]["required"],
+        json!(["run_at", "delay_ms"])
+    );
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/queues/sms/jobs",
+            Some(r#"{"run_at": null, "delay_ms": 5}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
     // The event stream is documented per event: its name and JSON data.
     let sse = &paths["/api/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
         ["schema"];
