@@ -89,6 +89,16 @@ pub fn document() -> serde_json::Value {
             "properties": {"run_at": {"type": "string"}, "delay_ms": {"type": "integer"}}
         });
     }
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(|s| s.as_object_mut())
+    {
+        for schema in schemas.values_mut() {
+            if let Some(fields) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+                fields.values_mut().for_each(unsigned);
+            }
+        }
+    }
     let error = serde_json::json!({
         "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
     });
@@ -117,6 +127,9 @@ pub fn document() -> serde_json::Value {
                 .is_some_and(|p| !p.is_empty());
             if let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) {
                 for param in params.iter_mut() {
+                    if let Some(schema) = param.get_mut("schema") {
+                        unsigned(schema);
+                    }
                     match (param["in"].as_str(), param["name"].as_str()) {
                         (Some("path"), Some("id")) => {
                             param["schema"] = serde_json::json!({"type": "integer", "format": "int64", "minimum": 1});
@@ -263,6 +276,34 @@ async fn read_body(State(app): State<Arc<App>>, request: Request, next: Next) ->
         "the request body is {size}; this server accepts at most {limit} (its max_body)"
     ))
     .into_response()
+}
+
+/// Documents an unsigned integer as what it is: utoipa writes a `u32` as
+/// `int32` and a `u64` as `int64` (with minimum 0), whose ranges end at half
+/// of what the server accepts, and a `usize` with no maximum. Each becomes
+/// `uint32` or `uint64` with its real maximum, unless a smaller one is given.
+fn unsigned(schema: &mut serde_json::Value) {
+    let integer = schema["type"] == "integer"
+        || schema["type"]
+            .as_array()
+            .is_some_and(|t| t.contains(&serde_json::json!("integer")));
+    if !integer || schema["minimum"].as_i64().is_none_or(|m| m < 0) {
+        return;
+    }
+    let (format, most) = match schema["format"].as_str() {
+        Some("int32") => ("uint32", u64::from(u32::MAX)),
+        Some("int64") | None => ("uint64", u64::MAX),
+        Some(_) => return,
+    };
+    let narrower = schema["maximum"]
+        .as_u64()
+        .is_some_and(|m| m <= i32::MAX as u64);
+    if !narrower {
+        schema["format"] = format.into();
+        if !schema["maximum"].is_u64() {
+            schema["maximum"] = most.into();
+        }
+    }
 }
 
 async fn auth(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {

@@ -707,6 +707,23 @@ async fn the_openapi_document_and_the_server_agree() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Unsigned integers are documented as such: a u32 or u64 field is not
+    // "int32" or "int64" (whose ranges end lower), and states its maximum.
+    for (name, schema) in schemas.as_object().unwrap() {
+        for (field, p) in schema["properties"].as_object().into_iter().flatten() {
+            let integer = p["type"] == "integer"
+                || p["type"]
+                    .as_array()
+                    .is_some_and(|t| t.contains(&json!("integer")));
+            if integer && p["minimum"].as_i64().is_some_and(|m| m >= 0) {
+                assert!(
+                    p["maximum"].is_u64() && p["format"] != "int32" && p["format"] != "int64"
+                        || p["maximum"].as_u64().is_some_and(|m| m <= i32::MAX as u64),
+                    "{name}.{field}: {p}"
+                );
+            }
+        }
+    }
     // A batch holds 1 to 10,000 jobs; outside that range it is a 422, like
     // any value out of its documented range.
     let jobs = &schemas["BatchBody"]["properties"]["jobs"];
