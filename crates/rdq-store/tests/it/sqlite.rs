@@ -318,7 +318,10 @@ async fn a_full_disk_refuses_puts_and_corrupts_nothing() {
     };
     assert!(matches!(err, StoreError::DiskFull(_)), "{err:?}");
     assert!(err.is_unavailable());
-    assert!(err.to_string().contains("disk is full"), "{err}");
+    assert!(
+        err.to_string().contains("disk is full") && err.to_string().contains("full.db"),
+        "names the file: {err}"
+    );
     assert!(!acked.is_empty());
     // Room again: the same store goes on, and nothing acknowledged is gone.
     std::fs::remove_file(&filler).unwrap();
