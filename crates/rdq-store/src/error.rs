@@ -229,3 +229,55 @@ fn open_fix(path: &Path, e: &std::io::Error) -> String {
 
 /// The store's result type.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite_error(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    /// Errors no test can provoke for real (a failing disk) or only as
+    /// another user: each names the file and says what to do.
+    #[test]
+    fn file_errors_name_the_path_and_the_fix() {
+        let path = Path::new("/srv/q/rdq.db");
+        let io = StoreError::sqlite(path, sqlite_error(rusqlite::ffi::SQLITE_IOERR)).to_string();
+        assert!(io.contains("/srv/q/rdq.db") && io.contains("dmesg"), "{io}");
+        let full = StoreError::sqlite(path, sqlite_error(rusqlite::ffi::SQLITE_FULL));
+        assert!(matches!(full, StoreError::DiskFull(_)));
+        assert!(
+            full.to_string().contains("/srv/q/rdq.db") && full.to_string().contains("free space")
+        );
+        let ro = StoreError::sqlite(path, sqlite_error(rusqlite::ffi::SQLITE_READONLY)).to_string();
+        assert!(
+            ro.contains("/srv/q/rdq.db") && ro.contains("must all be writable"),
+            "{ro}"
+        );
+        let busy = StoreError::sqlite(path, sqlite_error(rusqlite::ffi::SQLITE_BUSY)).to_string();
+        assert!(
+            busy.contains("/srv/q/rdq.db") && busy.contains("stop that program"),
+            "{busy}"
+        );
+        let erofs = StoreError::open(path, std::io::Error::from_raw_os_error(30)).to_string();
+        assert!(
+            erofs.contains("/srv/q/rdq.db") && erofs.contains("remount"),
+            "{erofs}"
+        );
+        let eacces = StoreError::open(path, std::io::Error::from_raw_os_error(13)).to_string();
+        assert!(
+            eacces.contains("the directory /srv/q must be writable"),
+            "{eacces}"
+        );
+        let eisdir = StoreError::open(path, std::io::Error::from_raw_os_error(21)).to_string();
+        assert!(eisdir.contains("a directory"), "{eisdir}");
+    }
+
+    /// A busy error raised where the path is not known gets it later.
+    #[test]
+    fn a_busy_error_is_given_its_path() {
+        let e = StoreError::from(sqlite_error(rusqlite::ffi::SQLITE_BUSY)).at(Path::new("/q.db"));
+        assert!(e.to_string().starts_with("/q.db is locked"), "{e}");
+    }
+}
