@@ -121,6 +121,9 @@ impl StoreError {
                 path: path.to_owned(),
                 waited,
             },
+            StoreError::DiskFull(m) if !m.contains(&*path.to_string_lossy()) => {
+                StoreError::DiskFull(format!("{}: {m}", path.display()))
+            }
             other => other,
         }
     }
@@ -274,10 +277,17 @@ mod tests {
         assert!(eisdir.contains("a directory"), "{eisdir}");
     }
 
-    /// A busy error raised where the path is not known gets it later.
+    /// An error raised where the path is not known gets it later, once.
     #[test]
-    fn a_busy_error_is_given_its_path() {
-        let e = StoreError::from(sqlite_error(rusqlite::ffi::SQLITE_BUSY)).at(Path::new("/q.db"));
+    fn busy_and_full_errors_are_given_their_path() {
+        let q = Path::new("/q.db");
+        let e = StoreError::from(sqlite_error(rusqlite::ffi::SQLITE_BUSY)).at(q);
         assert!(e.to_string().starts_with("/q.db is locked"), "{e}");
+        let e = StoreError::from(sqlite_error(rusqlite::ffi::SQLITE_FULL))
+            .at(q)
+            .at(q);
+        let msg = e.to_string();
+        assert!(matches!(e, StoreError::DiskFull(_)));
+        assert_eq!(msg.matches("/q.db").count(), 1, "{msg}");
     }
 }

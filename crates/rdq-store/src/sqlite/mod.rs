@@ -427,7 +427,9 @@ impl SqliteStore {
             },
         });
         self.send(Op::Write { ack, work })?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        rx.await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|e| e.at(&self.shared.path))
     }
 
     /// Runs `f` on a reader connection, off the async threads, after
@@ -464,6 +466,7 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Database(format!("a read panicked: {e}")))?
+        .map_err(|e| e.at(&self.shared.path))
     }
 }
 
