@@ -240,14 +240,14 @@ async fn two_signals_close_together_are_one_graceful_stop() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     target.script([Answer {
-        delay: Duration::from_millis(2500),
+        delay: Duration::from_millis(4500),
         ..Answer::status(200)
     }]);
     let cfg = config(dir.path(), &target.url, "20s");
     let rdq = Rdq::spawn(
         &dir.path().join("rdq.db"),
         Some(&cfg),
-        &["timeout", "--preserve-status", "1.5"],
+        &["timeout", "--preserve-status", "3"],
     );
     let base = rdq.base();
     one_job_underway(&base, &target).await;
