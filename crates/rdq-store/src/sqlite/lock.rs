@@ -71,6 +71,17 @@ impl LockFile {
             .open(db)
             .map_err(|source| StoreError::open(db, source))?;
         let real = std::fs::canonicalize(db).map_err(|source| StoreError::open(db, source))?;
+        // SQLite opens `real`: it must be the file locked here, not one
+        // that replaced it in between.
+        let same =
+            |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+        let (ours, theirs) = (file.metadata(), std::fs::metadata(&real));
+        if !matches!((&ours, &theirs), (Ok(a), Ok(b)) if same(a, b)) {
+            return Err(StoreError::open(
+                db,
+                std::io::Error::other("the file was replaced while rdq opened it; try again"),
+            ));
+        }
         let sidecar_path = lock_path(&real);
         match file.try_lock() {
             Ok(()) => {}
@@ -157,7 +168,8 @@ fn holder_in(locks: &str, dev: u64, ino: u64) -> Option<u32> {
         let [_, "FLOCK", _, "WRITE", pid, id, ..] = fields.as_slice() else {
             continue;
         };
-        let Ok(pid) = pid.parse::<u32>() else {
+        // 0: a holder outside this pid namespace (another container).
+        let Ok(pid @ 1..) = pid.parse::<u32>() else {
             continue;
         };
         let mut parts = id.split(':');
@@ -225,6 +237,11 @@ mod tests {
                      3: FLOCK  ADVISORY  WRITE 13 fe:01:78 0 EOF\n\
                      4: FLOCK  ADVISORY  WRITE 14 fe:01:77 0 EOF\n\
                      4: -> FLOCK  ADVISORY  WRITE 15 fe:01:77 0 EOF\n";
+        // A holder in another pid namespace shows as pid 0: unknown.
+        assert_eq!(
+            holder_in("1: FLOCK  ADVISORY  WRITE 0 fe:01:77 0 EOF\n", dev, 77),
+            None
+        );
         assert_eq!(holder_in(locks, dev, 77), Some(14));
         assert_eq!(holder_in(locks, dev, 79), None);
         // Another device number than stat's (overlayfs): one holder of a
