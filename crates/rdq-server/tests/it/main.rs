@@ -4,5 +4,6 @@ mod api;
 mod cli;
 mod command;
 mod e2e;
+mod processes;
 mod support;
 mod watch;
