@@ -8,8 +8,12 @@
 //! every queue stops launching and gives its underway jobs the configured
 //! grace period, then returns the rest to pending; every outcome is written
 //! and the store closed. Exit status 0. A restart resumes in priority order.
-//! A second signal exits at once (status 130); the store's recovery at the
-//! next start returns whatever was underway to pending.
+//! A second signal, later than [`SAME_REQUEST`](crate::shutdown::SAME_REQUEST)
+//! (one second) after the first, exits at once (status 130); the store's
+//! recovery at the next start returns whatever was underway to pending.
+//! Signals within that second are the same request to stop (GNU `timeout`
+//! signals the process and then its process group, a fraction of a
+//! millisecond apart): see [`shutdown`](crate::shutdown).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,6 +101,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let store = SqliteStore::open(&config.db, options)
         .await
         .map_err(|e| ServeError::Failed(format!("cannot open the database: {e}")))?;
+    // From here on a signal stops the server gracefully, even one that
+    // arrives before it serves (until here, the default action: nothing
+    // needs cleaning up yet). Installed later, a SIGTERM right after the
+    // "listening" line killed the process outright.
+    let signals = crate::shutdown::Signals::new();
     let recovered = store.recovered();
     if recovered.requeued + recovered.dead > 0 {
         tracing::warn!(
@@ -116,7 +125,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .map_err(|e| ServeError::Failed(e.to_string()))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let grace = config.shutdown_grace;
-    let done = tokio::spawn(serve(listener, app.clone(), stopped, grace));
+    let done = tokio::spawn(serve(listener, app.clone(), signals, stopped, grace));
     Ok(Running {
         addr,
         app,
@@ -128,6 +137,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    mut signals: crate::shutdown::Signals,
     stopped: tokio::sync::oneshot::Receiver<()>,
     grace: Duration,
 ) -> Result<(), ServeError> {
@@ -136,13 +146,14 @@ async fn serve(
     let signal_app = app.clone();
     let signals = async move {
         tokio::select! {
-            () = crate::shutdown::signal() => tracing::info!("signal received: shutting down"),
+            () = signals.recv() => tracing::info!("signal received: shutting down"),
             _ = stopped => tracing::info!("shutting down"),
         }
+        let first = std::time::Instant::now();
         signal_app.begin_shutdown();
         let _ = begin.send(());
-        // A second signal: leave now.
-        crate::shutdown::signal().await;
+        // A later signal: leave now.
+        signals.forced(first).await;
         tracing::warn!("second signal: exiting without waiting");
         #[allow(clippy::exit)]
         // A second signal means "now"; recovery at the next start is the cleanup.

@@ -97,7 +97,7 @@ async fn main() {
         tokio::spawn(async move {
             sleep(Duration::from_millis(800)).await;
             let before = meter.lap(q.width());
-            q.set_width(8); // Growing launches waiting jobs at once.
+            q.set_width(8).expect("running"); // Growing launches waiting jobs at once.
             log!(t0, "change", "width 2 -> 8 | before: {before}");
         })
     };
@@ -114,7 +114,7 @@ async fn main() {
         tokio::spawn(async move {
             sleep(Duration::from_millis(1600)).await;
             let before = meter.lap(q.width());
-            q.set_width(1);
+            q.set_width(1).expect("running");
             log!(
                 t0,
                 "change",
@@ -131,7 +131,7 @@ async fn main() {
         let q = q.clone();
         tokio::spawn(async move {
             sleep(Duration::from_secs(60)).await;
-            q.set_width(50);
+            q.set_width(50).expect("running");
         })
     };
     surge.abort();
@@ -222,7 +222,12 @@ async fn every_day_at(
         let next = now + until_next_utc(hour, minute, now);
         sleep_until_wall(next).await;
         match q.upgrade() {
-            Some(q) => q.set_width(width),
+            // A stopped queue refuses, and the schedule has nothing left to do.
+            Some(q) => {
+                if q.set_width(width).is_err() {
+                    return;
+                }
+            }
             None => return,
         }
     }

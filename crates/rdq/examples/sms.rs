@@ -265,13 +265,13 @@ async fn first_run(save: PathBuf) -> Result<(), Box<dyn Error>> {
 
     // Evening rush: more slots. Growing launches waiting jobs immediately.
     sleep_until(t0 + Duration::from_millis(400)).await;
-    q.set_width(20);
+    q.set_width(20).expect("the queue runs");
     log!(t0, "widen", "5 -> 20: {} underway now", q.size().0);
 
     // The gateway complains: fewer slots. Shrinking never interrupts a
     // message being sent; it only holds back launches until fewer than 3 run.
     sleep_until(t0 + Duration::from_millis(900)).await;
-    q.set_width(3);
+    q.set_width(3).expect("the queue runs");
     log!(
         t0,
         "narrow",

@@ -36,7 +36,7 @@
 //!
 //! let urgent = q.put((2127399921, "Your code is 1234".into()), -1).unwrap();
 //! q.put((2127399922, "Weekly news".into()), 5).unwrap();
-//! q.set_width(10); // takes effect at once
+//! q.set_width(10).unwrap(); // takes effect at once (Err once stopped)
 //! assert!(urgent.await.outcome.is_ok());
 //!
 //! // Shut down: whatever did not run comes back, in launch order.

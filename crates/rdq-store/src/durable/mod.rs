@@ -974,7 +974,9 @@ impl<S: Store> DurableQueue<S> {
     /// Sets the width, now and after restarts.
     pub async fn set_width(&self, width: usize) -> Result<(), DurableError> {
         self.change(|s| s.width = width).await?;
-        self.inner.memory.set_width(width);
+        // A stopped in-memory queue means this durable queue is closing; the
+        // width is persisted for the next open, which is all that matters then.
+        let _ = self.inner.memory.set_width(width);
         self.inner.tracker.wake.notify_one();
         Ok(())
     }
@@ -991,7 +993,8 @@ impl<S: Store> DurableQueue<S> {
     pub async fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), DurableError> {
         self.change(|s| s.timeout_ms = timeout.map(|t| t.as_millis() as u64))
             .await?;
-        self.inner.memory.set_timeout(timeout);
+        // As for the width: persisted; a closing queue need not apply it.
+        let _ = self.inner.memory.set_timeout(timeout);
         Ok(())
     }
 

@@ -10,9 +10,21 @@
 //!
 //! # One process per file
 //!
-//! The store takes an exclusive lock on `<file>.lock` (holding its pid), so a
-//! second process is refused with an error that names the first. Several
-//! nodes sharing work need the PostgreSQL backend.
+//! Before SQLite opens the file, the store locks the file itself (and
+//! `<file>.lock`, which holds its pid), so a second process is refused with
+//! an error that names the first, whatever path it came by: a symlink, a
+//! hard link. The store works on the file's real path (symlinks resolved);
+//! [`SqliteStore::path`] returns it. The reasons and the details are in
+//! `sqlite/lock.rs`. Several nodes sharing work need the PostgreSQL backend.
+//!
+//! # Another program holding the file
+//!
+//! A program that is not rdq (a `sqlite3` shell inside a transaction, a
+//! backup or migration tool) may hold SQLite's own write lock on the file.
+//! The store then logs a warning at once, naming the file, and waits up to
+//! [`SqliteOptions::lock_wait`] (5 s by default) for the lock; after that
+//! the open (or the write) fails with [`StoreError::Busy`], which names the
+//! file, the cause and the fix. A server answers such writes with 503.
 //!
 //! # Threads
 //!
@@ -91,6 +103,9 @@ pub struct SqliteOptions {
     pub sync_interval: Duration,
     /// Read-only connections kept for reads.
     pub readers: usize,
+    /// Longest wait for a lock another program holds on the file (see
+    /// [another program holding the file](self#another-program-holding-the-file)).
+    pub lock_wait: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -99,6 +114,7 @@ impl Default for SqliteOptions {
             sync: SyncLevel::Full,
             sync_interval: Duration::from_millis(100),
             readers: 4,
+            lock_wait: Duration::from_secs(5),
         }
     }
 }
@@ -111,8 +127,33 @@ struct Shared {
     finished: broadcast::Sender<JobId>,
     recovered: RescueReport,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    /// Released by `close` (or when the last clone goes).
+    /// Released by `close` (or when the last clone goes), after every
+    /// connection is closed.
     lock: Mutex<Option<LockFile>>,
+}
+
+impl Drop for Shared {
+    /// The last clone is gone without `close`: stop the writer (it commits
+    /// and checkpoints) and close every connection *before* releasing the
+    /// lock. Released first, another process could open the file while this
+    /// one still writes; and closing the lock's descriptor drops every
+    /// SQLite lock this process holds on the file (POSIX locks belong to
+    /// the process, not the descriptor).
+    fn drop(&mut self) {
+        let (ops, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.ops, ops));
+        for t in std::mem::take(self.threads.get_mut().unwrap_or_else(|e| e.into_inner())) {
+            let _ = t.join();
+        }
+        self.readers
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.lock
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
 }
 
 /// A durable store in one SQLite file. Cheap to clone (shared).
@@ -129,41 +170,69 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// Opens a read-write connection. It waits for no lock (busy timeout 0):
+/// waits go through [`with_lock_wait`], which says so at once.
+fn open_writable(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(|e| StoreError::sqlite(path, e))?;
+    conn.busy_timeout(Duration::ZERO)
+        .map_err(|e| StoreError::sqlite(path, e))?;
+    Ok(conn)
+}
+
+/// Sets up a read-write connection.
 fn configure(conn: &Connection, path: &Path) -> Result<()> {
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(|e| open_error(path, e))?;
+        .map_err(|e| StoreError::sqlite(path, e))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Database(format!(
-            "could not switch to write-ahead logging (journal mode is {mode})"
+            "{}: could not switch to write-ahead logging (journal mode is {mode})",
+            path.display()
         )));
     }
     conn.execute_batch(
         "PRAGMA synchronous = NORMAL;
          PRAGMA wal_autocheckpoint = 0;
-         PRAGMA busy_timeout = 5000;
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -16384;",
     )
-    .map_err(|e| open_error(path, e))?;
+    .map_err(|e| StoreError::sqlite(path, e))?;
     Ok(())
 }
 
-fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(
-            rusqlite::ErrorCode::CannotOpen
-            | rusqlite::ErrorCode::ReadOnly
-            | rusqlite::ErrorCode::PermissionDenied,
-        ) => StoreError::Open {
-            path: path.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()),
-        },
-        Some(rusqlite::ErrorCode::NotADatabase) => StoreError::Database(format!(
-            "{} is not an rdq database (not SQLite)",
-            path.display()
-        )),
-        _ => StoreError::from(e),
+/// Runs `f` on `conn`; if another program holds a lock on the file, warns
+/// at once (naming the file) and runs it again, this time letting SQLite
+/// wait up to `wait` for the lock. A lock still held then is
+/// [`StoreError::Busy`].
+pub(crate) fn with_lock_wait<T>(
+    conn: &mut Connection,
+    path: &Path,
+    wait: Duration,
+    mut f: impl FnMut(&mut Connection) -> Result<T>,
+) -> Result<T> {
+    match f(conn) {
+        Err(StoreError::Busy { .. }) => {}
+        other => return other,
+    }
+    tracing::warn!(
+        path = %path.display(),
+        "the database is locked by another program (not rdq: a sqlite3 shell, a backup tool?); waiting up to {}",
+        humantime::format_duration(wait)
+    );
+    let set = |conn: &Connection, d| {
+        conn.busy_timeout(d)
+            .map_err(|e| StoreError::sqlite(path, e))
+    };
+    set(conn, wait)?;
+    let result = f(conn);
+    set(conn, Duration::ZERO)?;
+    match result {
+        Err(StoreError::Busy { path, .. }) => Err(StoreError::Busy { path, waited: wait }),
+        Ok(value) => {
+            tracing::info!(path = %path.display(), "the other program let go of the database");
+            Ok(value)
+        }
+        other => other,
     }
 }
 
@@ -177,20 +246,23 @@ impl SqliteStore {
             .map_err(|e| StoreError::Internal(format!("opening panicked: {e}")))?
     }
 
-    fn open_blocking(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore> {
-        let dir = match path.parent() {
+    fn open_blocking(given: PathBuf, options: SqliteOptions) -> Result<SqliteStore> {
+        let dir = match given.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => PathBuf::from("."),
         };
         if !dir.is_dir() {
-            return Err(StoreError::NoDirectory { path, dir });
+            return Err(StoreError::NoDirectory { path: given, dir });
         }
-        let lock = LockFile::acquire(&path)?;
-        let mut conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
-        configure(&conn, &path)?;
-        schema::migrate(&mut conn, &path)?;
-        let now = Timestamp::from(std::time::SystemTime::now());
-        let recovered = queries::rescue(&conn, Timestamp(i64::MAX), None, now)?;
+        // Locked before SQLite opens it; from here on, the real path.
+        let (lock, path) = LockFile::acquire(&given)?;
+        let mut conn = open_writable(&path)?;
+        let recovered = with_lock_wait(&mut conn, &path, options.lock_wait, |conn| {
+            configure(conn, &path)?;
+            schema::migrate(conn, &path).map_err(|e| e.at(&path))?;
+            let now = Timestamp::from(std::time::SystemTime::now());
+            queries::rescue(conn, Timestamp(i64::MAX), None, now).map_err(|e| e.at(&path))
+        })?;
         if recovered.requeued + recovered.dead > 0 {
             tracing::warn!(
                 path = %path.display(),
@@ -217,12 +289,16 @@ impl SqliteStore {
         sync_now(&wal_path)?;
         sync_now(&path)?;
 
-        let sync_conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
-        configure(&sync_conn, &path)?;
+        let mut sync_conn = open_writable(&path)?;
+        with_lock_wait(&mut sync_conn, &path, options.lock_wait, |c| {
+            configure(c, &path)
+        })?;
         let (ops_tx, ops_rx) = mpsc::channel();
         let (sync_tx, sync_rx) = mpsc::channel();
         let (finished, _) = broadcast::channel(4096);
         let writer = Writer {
+            path: path.clone(),
+            lock_wait: options.lock_wait,
             conn,
             ops: ops_rx,
             syncer: sync_tx,
@@ -266,12 +342,14 @@ impl SqliteStore {
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|e| open_error(path, e))?;
-        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+        .map_err(|e| StoreError::sqlite(path, e))?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+            .map_err(|e| StoreError::sqlite(path, e))?;
         Ok(conn)
     }
 
-    /// The database file.
+    /// The database file: its real path (symlinks resolved), which may
+    /// differ from the path it was opened by.
     pub fn path(&self) -> &Path {
         &self.shared.path
     }
@@ -301,7 +379,14 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Internal(format!("closing panicked: {e}")))?;
-        // The writer is gone: let another process (or a reopen) have the file.
+        // The writer is gone; close the readers too (closing the lock's
+        // descriptor drops the SQLite locks of this process on the file),
+        // then let another process (or a reopen) have the file.
+        self.shared
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.shared
             .lock
             .lock()
@@ -342,7 +427,9 @@ impl SqliteStore {
             },
         });
         self.send(Op::Write { ack, work })?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        rx.await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|e| e.at(&self.shared.path))
     }
 
     /// Runs `f` on a reader connection, off the async threads, after
@@ -379,6 +466,7 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Internal(format!("a read panicked: {e}")))?
+        .map_err(|e| e.at(&self.shared.path))
     }
 }
 

@@ -33,7 +33,14 @@
 //! bad value) is rolled back alone and the rest of the transaction commits.
 //! If SQLite aborts the whole transaction (full disk, I/O error), every
 //! request not yet answered gets the error, and nothing half-done remains.
+//!
+//! If another program holds SQLite's write lock on the file, the writer
+//! warns at once and waits up to `lock_wait` for it at the start of a
+//! transaction; then the requests of that transaction fail with
+//! [`StoreError::Busy`], naming the file, and the next transaction tries
+//! again.
 
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -90,6 +97,12 @@ pub(crate) enum Op {
 }
 
 pub(crate) struct Writer {
+    /// The database file, for errors.
+    pub(crate) path: PathBuf,
+    /// See [`super::SqliteOptions::lock_wait`].
+    pub(crate) lock_wait: Duration,
+    /// Its busy timeout is 0: waits for a lock go through
+    /// [`super::with_lock_wait`], which says so at once.
     pub(crate) conn: Connection,
     pub(crate) ops: Receiver<Op>,
     pub(crate) syncer: Sender<SyncMsg>,
@@ -124,8 +137,13 @@ impl Writer {
             if matches!(first, Op::Shutdown) {
                 break;
             }
-            if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-                fail(unanswered(vec![first]), e.into());
+            let path = &self.path;
+            let begun = super::with_lock_wait(&mut self.conn, path, self.lock_wait, |c| {
+                c.execute_batch("BEGIN IMMEDIATE")
+                    .map_err(|e| StoreError::sqlite(path, e))
+            });
+            if let Err(e) = begun {
+                fail(unanswered(vec![first]), e);
                 continue;
             }
             let mut txn = Txn {
@@ -170,7 +188,9 @@ impl Writer {
             &mut self.ops,
             std::sync::mpsc::channel().1,
         ));
-        // Clean shutdown: fold the log into the database.
+        // Clean shutdown: fold the log into the database (waiting, as
+        // SQLite does for this, for readers to finish).
+        let _ = self.conn.busy_timeout(self.lock_wait);
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
             tracing::warn!(error = %e, "final checkpoint failed; the log will be replayed at next open");
         }
@@ -205,7 +225,7 @@ impl Writer {
                         }
                     }
                 }
-                cleanup?;
+                cleanup.map_err(|e| StoreError::sqlite(&self.path, e))?;
             }
             Op::Complete(c) => match queries::complete(&self.conn, &c) {
                 Ok(Some(id)) => txn.finished.push(id),
@@ -228,7 +248,8 @@ impl Writer {
 
     fn commit(&mut self, mut txn: Txn) {
         if let Err(e) = self.conn.execute_batch("COMMIT") {
-            return self.abort(txn, e.into());
+            let e = StoreError::sqlite(&self.path, e);
+            return self.abort(txn, e);
         }
         for done in txn.at_commit.drain(..) {
             done(Ok(()));
@@ -279,16 +300,27 @@ fn unanswered(ops: Vec<Op>) -> Vec<Done> {
 }
 
 fn fail(dones: Vec<Done>, error: StoreError) {
-    // Each waiter gets the error of the same kind (outage or bug).
-    let message = match &error {
-        StoreError::DiskFull(m) | StoreError::Database(m) | StoreError::Internal(m) => m.clone(),
-        e => e.to_string(),
-    };
     for done in dones {
-        done(Err(match error {
-            StoreError::DiskFull(_) => StoreError::DiskFull(message.clone()),
-            StoreError::Internal(_) => StoreError::Internal(message.clone()),
-            _ => StoreError::Database(message.clone()),
-        }));
+        done(Err(copy(&error)));
+    }
+}
+
+/// The same error again, for every request it failed (`StoreError` is not
+/// `Clone`: an I/O error is not).
+fn copy(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::DiskFull(m) => StoreError::DiskFull(m.clone()),
+        StoreError::Busy { path, waited } => StoreError::Busy {
+            path: path.clone(),
+            waited: *waited,
+        },
+        StoreError::Io { path, source } => StoreError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        StoreError::Closed => StoreError::Closed,
+        // A bug stays a bug (its text is for the log, not for clients).
+        StoreError::Internal(m) => StoreError::Internal(m.clone()),
+        other => StoreError::Database(other.to_string()),
     }
 }

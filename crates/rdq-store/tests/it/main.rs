@@ -4,6 +4,7 @@ mod support;
 
 mod crash;
 mod durable;
+mod open;
 mod sqlite;
 mod state_machine;
 mod store;

@@ -318,7 +318,10 @@ async fn a_full_disk_refuses_puts_and_corrupts_nothing() {
     };
     assert!(matches!(err, StoreError::DiskFull(_)), "{err:?}");
     assert!(err.is_unavailable());
-    assert!(err.to_string().contains("disk is full"), "{err}");
+    assert!(
+        err.to_string().contains("disk is full") && err.to_string().contains("full.db"),
+        "names the file: {err}"
+    );
     assert!(!acked.is_empty());
     // Room again: the same store goes on, and nothing acknowledged is gone.
     std::fs::remove_file(&filler).unwrap();
@@ -336,4 +339,35 @@ async fn a_full_disk_refuses_puts_and_corrupts_nothing() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
+}
+
+/// A database on a file system mounted read-only (as root too): the
+/// message names the file and says to remount, instead of "attempt to
+/// write a readonly database".
+#[tokio::test]
+async fn a_read_only_file_system_is_named_with_the_fix() {
+    let Some(fs) = TinyFs::mount(4 << 20) else {
+        return;
+    };
+    let path = fs.dir.path().join("ro.db");
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    store.insert_many(vec![job()], now()).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let remounted = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(fs.dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(remounted, "remount read-only");
+    let err = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("cannot open {}", path.display())) && msg.contains("remount"),
+        "{msg}"
+    );
 }

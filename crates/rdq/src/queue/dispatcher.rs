@@ -40,8 +40,9 @@
 //! and kept as nanoseconds since the queue's creation; wall-clock stamps are
 //! derived from the wall clock read once at creation.
 
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -50,10 +51,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::error::{JobError, StoppedError};
+use super::ids::Ids;
 use super::job::{Job, JobId, JobInfo, Outcome, Priority, Stamp};
 use super::pending::Pending;
 use super::slot::Slot;
-use super::worker::{Launch, Signal};
+use super::worker::{panic_message, Launch, Signal};
 use crate::limit::rate::{Rate, RateLimiter};
 
 /// Nanoseconds since the queue's creation.
@@ -109,19 +111,25 @@ struct Running<A, R, E> {
     signal: Arc<Signal>,
 }
 
+/// A job that could not launch: its id, priority, entry and why.
+type Broken<A, R, E> = (u64, Priority, Waiting<A, R, E>, String);
+
 /// What a `fill` decided; acted on after the lock is released.
-pub(crate) struct Launches<A> {
+pub(crate) struct Launches<A, R, E> {
     first: Option<Launch<A>>,
     rest: Vec<Launch<A>>,
     pacer: Option<Instant>,
+    /// Jobs that could not launch because cloning their argument panicked.
+    broken: Vec<Broken<A, R, E>>,
 }
 
-impl<A> Launches<A> {
+impl<A, R, E> Launches<A, R, E> {
     fn new() -> Self {
         Launches {
             first: None,
             rest: Vec::new(),
             pacer: None,
+            broken: Vec::new(),
         }
     }
 
@@ -178,7 +186,7 @@ pub(crate) struct State<A, R, E> {
     width: usize,
     paused: bool,
     stopped: bool,
-    next_id: u64,
+    ids: Ids,
     next_seq: u64,
     max_pending: Option<usize>,
     rate: Option<RateLimiter>,
@@ -187,6 +195,9 @@ pub(crate) struct State<A, R, E> {
     timeout: Option<Duration>,
     /// Per-job settings, only for jobs put with some.
     job_extras: FxHashMap<u64, Extras>,
+    /// Jobs that never ran because the runtime shut down, kept for `stop`
+    /// to return (their handles already resolved `NotRun`).
+    orphans: Vec<Job<A, R, E>>,
 }
 
 pub(crate) struct Core<A, R, E> {
@@ -204,6 +215,8 @@ pub(crate) struct Core<A, R, E> {
     on_finish: Option<FinishHook<A, R, E>>,
     drained: Notify,
     drain_waiters: AtomicUsize,
+    /// Panics caught in user code outside a job's own poll.
+    stray_panics: AtomicU64,
 }
 
 impl<A, R, E> State<A, R, E> {
@@ -218,7 +231,7 @@ impl<A, R, E> State<A, R, E> {
         now: Instant,
         tick: Tick,
         mut me: Option<&Arc<Signal>>,
-        out: &mut Launches<A>,
+        out: &mut Launches<A, R, E>,
     ) where
         A: Clone,
     {
@@ -238,6 +251,19 @@ impl<A, R, E> State<A, R, E> {
             } else {
                 self.job_extras.remove(&id).unwrap_or_default()
             };
+            // `A::clone` is user code and runs under the lock: a panic in it
+            // must not lose the job, which is already out of `pending`.
+            let arg = match std::panic::catch_unwind(AssertUnwindSafe(|| waiting.arg.clone())) {
+                Ok(arg) => arg,
+                Err(panic) => {
+                    let message = format!(
+                        "cloning the job's argument for its launch panicked: {}",
+                        panic_message(panic)
+                    );
+                    out.broken.push((id, priority, waiting, message));
+                    continue;
+                }
+            };
             let deadline = extras.timeout.or(self.timeout).map(|t| now + t);
             let signal = match me.take() {
                 Some(signal) => {
@@ -248,7 +274,6 @@ impl<A, R, E> State<A, R, E> {
             };
             let seq = self.next_seq;
             self.next_seq += 1;
-            let arg = waiting.arg.clone();
             let index = self.underway.insert(Running {
                 id,
                 priority,
@@ -261,6 +286,7 @@ impl<A, R, E> State<A, R, E> {
             });
             out.push(Launch {
                 index,
+                id,
                 job_id: extras.report_id.unwrap_or(id),
                 allow_block: extras.allow_block,
                 arg: Some(arg),
@@ -271,7 +297,7 @@ impl<A, R, E> State<A, R, E> {
     }
 
     fn job_error(&self, id: JobId) -> JobError {
-        if (1..self.next_id).contains(&id.get()) {
+        if self.ids.issued(id.get()) {
             JobError::Finished(id)
         } else {
             JobError::Unknown(id)
@@ -311,13 +337,14 @@ where
                 width: config.width,
                 paused: config.paused,
                 stopped: false,
-                next_id: 1,
+                ids: Ids::default(),
                 next_seq: 0,
                 max_pending: config.max_pending,
                 rate: config.rate.map(RateLimiter::new),
                 pacer_at: None,
                 timeout: config.timeout,
                 job_extras: FxHashMap::default(),
+                orphans: Vec::new(),
             }),
             #[cfg(feature = "watchdog")]
             label: rdq_watchdog::intern(config.name.as_deref().unwrap_or("(unnamed queue)")),
@@ -330,6 +357,7 @@ where
             on_finish,
             drained: Notify::new(),
             drain_waiters: AtomicUsize::new(0),
+            stray_panics: AtomicU64::new(0),
         }
     }
 
@@ -354,13 +382,23 @@ where
         }
     }
 
-    /// Spawns workers and the pacer that a `fill` asked for.
-    fn start(self: &Arc<Self>, launches: Launches<A>) {
+    /// Spawns workers and the pacer that a `fill` asked for, and resolves
+    /// the jobs it could not launch.
+    fn start(self: &Arc<Self>, launches: Launches<A, R, E>) {
+        if !launches.broken.is_empty() {
+            let (_, tick) = self.now();
+            for (id, priority, waiting, message) in launches.broken {
+                let outcome = Outcome::Panicked(message);
+                self.resolve_unlaunched(JobId::new(id), priority, waiting, tick, outcome);
+            }
+        }
         if let Some(at) = launches.pacer {
-            let core = self.clone();
+            let pacer = Pacer {
+                core: Some(self.clone()),
+            };
             self.runtime.spawn(async move {
                 tokio::time::sleep_until(at).await;
-                core.on_pacer(at);
+                pacer.fire(at);
             });
         }
         for launch in launches.first.into_iter().chain(launches.rest) {
@@ -408,13 +446,7 @@ where
             if st.stopped {
                 return Err(super::error::PutError::Stopped(arg));
             }
-            if let Some(max) = st.max_pending {
-                if st.pending.len() >= max {
-                    return Err(super::error::PutError::Full(arg, max));
-                }
-            }
-            let id = st.next_id;
-            st.next_id += 1;
+            let id = st.ids.issue();
             if extras.timeout.is_some() || extras.allow_block || extras.report_id.is_some() {
                 st.job_extras.insert(id, extras);
             }
@@ -429,6 +461,22 @@ where
             );
             if st.can_launch() {
                 st.fill(now, tick, None, &mut out);
+            }
+            // The bound is on jobs left waiting: a put that launches at once
+            // never counts against it (so `max_pending(0)` means "run now or
+            // refuse"). Before this put at most `max` were pending, so one
+            // more than `max` means nothing launched and this job still waits.
+            if let Some(max) = st.max_pending {
+                if st.pending.len() > max {
+                    let (_, waiting) = st
+                        .pending
+                        .remove(id)
+                        .expect("a put over the bound is still pending");
+                    st.job_extras.remove(&id);
+                    drop(st);
+                    self.start(out);
+                    return Err(super::error::PutError::Full(waiting.arg, max));
+                }
             }
             id
         };
@@ -472,6 +520,7 @@ where
         outcome: Outcome<R, E>,
     ) {
         if !self.wants_job(&waiting.slot) {
+            self.drop_caught(id, "dropping a job's argument", (waiting, outcome));
             return;
         }
         let job = Job {
@@ -492,38 +541,86 @@ where
     }
 
     /// Hands a finished job to the `on_finish` hook, then to its handle.
+    ///
+    /// User code runs here (the hook, and the drop of a job nobody waits
+    /// for), so a panic in it is caught, logged and counted: it costs neither
+    /// the handle, nor a launch, nor a unit of width.
     fn deliver(&self, slot: &JobSlot<A, R, E>, job: Job<A, R, E>) {
         if let Some(hook) = &self.on_finish {
-            hook(&job);
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| hook(&job))) {
+                self.stray_panic("the on_finish hook", job.id, panic);
+            }
         }
-        if !slot.is_closed() {
+        if slot.is_closed() {
+            self.drop_caught(job.id, "dropping a finished job", job);
+        } else {
             slot.complete(job);
         }
     }
 
-    pub(crate) fn set_width(self: &Arc<Self>, width: usize) {
+    /// Drops a value that holds user types, catching a panic in their `Drop`.
+    pub(super) fn drop_caught<T>(&self, id: JobId, during: &str, value: T) {
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(value))) {
+            self.stray_panic(during, id, panic);
+        }
+    }
+
+    /// Logs and counts a panic caught in user code outside a job's own poll.
+    pub(super) fn stray_panic(
+        &self,
+        during: &str,
+        id: JobId,
+        panic: Box<dyn std::any::Any + Send>,
+    ) {
+        self.stray_panics.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            queue = self.name.as_deref().unwrap_or(""),
+            job = id.get(),
+            "rdq caught a panic in {during}; the queue goes on: {}",
+            panic_message(panic)
+        );
+    }
+
+    pub(crate) fn stray_panics(&self) -> u64 {
+        self.stray_panics.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_width(self: &Arc<Self>, width: usize) -> Result<(), StoppedError> {
         let mut st = self.lock();
+        if st.stopped {
+            return Err(StoppedError);
+        }
         st.width = width;
         self.refill(st);
+        Ok(())
     }
 
     pub(crate) fn width(&self) -> usize {
         self.lock().width
     }
 
-    pub(crate) fn set_rate(self: &Arc<Self>, rate: Option<Rate>) {
+    pub(crate) fn set_rate(self: &Arc<Self>, rate: Option<Rate>) -> Result<(), StoppedError> {
         let mut st = self.lock();
+        if st.stopped {
+            return Err(StoppedError);
+        }
         st.rate = rate.map(RateLimiter::new);
         st.pacer_at = None;
         self.refill(st);
+        Ok(())
     }
 
     pub(crate) fn rate(&self) -> Option<Rate> {
         self.lock().rate.as_ref().map(RateLimiter::rate)
     }
 
-    pub(crate) fn set_timeout(&self, timeout: Option<Duration>) {
-        self.lock().timeout = timeout;
+    pub(crate) fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), StoppedError> {
+        let mut st = self.lock();
+        if st.stopped {
+            return Err(StoppedError);
+        }
+        st.timeout = timeout;
+        Ok(())
     }
 
     pub(crate) fn timeout(&self) -> Option<Duration> {
@@ -543,8 +640,12 @@ where
         self.lock().stopped
     }
 
+    /// Pauses launches; a stopped queue stays as it is.
     pub(crate) fn pause(&self) {
-        self.lock().paused = true;
+        let mut st = self.lock();
+        if !st.stopped {
+            st.paused = true;
+        }
     }
 
     pub(crate) fn resume(self: &Arc<Self>, width: Option<usize>) -> Result<(), StoppedError> {
@@ -591,8 +692,24 @@ where
     }
 
     /// Marks the queue stopped and resolves every pending job as `NotRun`.
-    /// Returns those jobs in launch order.
+    /// Returns those jobs, with any the runtime's shutdown left behind, in
+    /// launch order.
     pub(crate) fn stop_now(&self, cancel_underway: bool) -> Vec<Job<A, R, E>> {
+        let unrun = self.stop_pending(cancel_underway);
+        let mut orphans = std::mem::take(&mut self.lock().orphans);
+        if orphans.is_empty() {
+            return unrun;
+        }
+        // Ids grow with put order, so (priority, id) is launch order.
+        orphans.extend(unrun);
+        orphans.sort_by_key(|job| (job.priority, job.id.get()));
+        orphans
+    }
+
+    /// Marks the queue stopped (cancelling underway jobs if asked, under the
+    /// same lock, so no job launched meanwhile escapes), resolves every
+    /// pending job as `NotRun`, and returns them in launch order.
+    fn stop_pending(&self, cancel_underway: bool) -> Vec<Job<A, R, E>> {
         let drained = {
             let mut st = self.lock();
             st.stopped = true;
@@ -604,29 +721,41 @@ where
         };
         let (_, tick) = self.now();
         let stopped_at = self.stamp(tick);
-        drained
-            .into_iter()
-            .map(|(id, priority, waiting)| {
-                let job = Job {
-                    id: JobId::new(id),
-                    arg: waiting.arg,
-                    priority,
-                    queued_at: self.stamp(waiting.queued),
-                    launched_at: None,
-                    stopped_at,
-                    outcome: Outcome::NotRun,
-                };
-                if self.wants_job(&waiting.slot) {
+        let mut unrun = Vec::with_capacity(drained.len());
+        for (id, priority, waiting) in drained {
+            let job = Job {
+                id: JobId::new(id),
+                arg: waiting.arg,
+                priority,
+                queued_at: self.stamp(waiting.queued),
+                launched_at: None,
+                stopped_at,
+                outcome: Outcome::NotRun,
+            };
+            if !self.wants_job(&waiting.slot) {
+                unrun.push(job);
+                continue;
+            }
+            // `A::clone` is user code: if it panics, the handle still gets
+            // the job (with the only copy of its argument), and the job is
+            // left out of the returned list, with an error logged.
+            match std::panic::catch_unwind(AssertUnwindSafe(|| job.arg.clone())) {
+                Ok(arg) => {
                     let copy = Job {
-                        arg: job.arg.clone(),
+                        arg,
                         outcome: Outcome::NotRun,
                         ..job
                     };
                     self.deliver(&waiting.slot, copy);
+                    unrun.push(job);
                 }
-                job
-            })
-            .collect()
+                Err(panic) => {
+                    self.stray_panic("cloning a job's argument at stop", job.id, panic);
+                    self.deliver(&waiting.slot, job);
+                }
+            }
+        }
+        unrun
     }
 
     pub(crate) fn cancel_underway(&self) {
@@ -644,6 +773,17 @@ where
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// Whether no job is underway now.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.lock().underway.len == 0
+    }
+
+    fn notify_if_idle(&self, idle: bool) {
+        if idle && self.drain_waiters.load(Ordering::Acquire) > 0 {
+            self.drained.notify_waiters();
         }
     }
 
@@ -667,10 +807,16 @@ where
         };
         // A cancel that took the lock before this finish wins, even if the
         // future had just completed: cancel() already reported success.
-        let outcome = if cancelled {
-            Outcome::Cancelled
-        } else {
-            outcome
+        let outcome = match (cancelled, outcome) {
+            (true, outcome) => {
+                self.drop_caught(
+                    running_id(&running),
+                    "dropping a cancelled job's result",
+                    outcome,
+                );
+                Outcome::Cancelled
+            }
+            (false, outcome) => outcome,
         };
         self.complete(running, tick, outcome, idle);
         let mine = out.first.take();
@@ -678,21 +824,65 @@ where
         mine
     }
 
-    /// Resolves a job whose worker went away without finishing it.
-    pub(super) fn abandon(&self, index: usize) {
-        let (_, tick) = self.now();
+    /// Resolves the job of a worker that panicked outside the job's own code
+    /// (a bug in this crate), as `Cancelled`, and gives its width to the next
+    /// job.
+    pub(super) fn abandon(self: &Arc<Self>, index: usize) {
+        let (now, tick) = self.now();
+        let mut out = Launches::new();
         let (running, idle) = {
             let mut st = self.lock();
             let running = st.underway.remove(index);
+            if st.can_launch() {
+                st.fill(now, tick, None, &mut out);
+            }
             (running, st.underway.len == 0)
         };
         self.complete(running, tick, Outcome::Cancelled, idle);
+        self.start(out);
+    }
+
+    /// The runtime dropped a worker or pacer task, which means it has shut
+    /// down: nothing else ever drops them. The worker's job (`claim`: its
+    /// index, and whether its function was called) resolves `Cancelled` if
+    /// it started, and otherwise goes back to pending; then the queue stops
+    /// as if by `stop`: pending handles resolve `NotRun`, puts are refused,
+    /// and a later `stop` returns the jobs that never ran.
+    pub(super) fn runtime_gone(&self, claim: Option<(usize, bool)>) {
+        let (_, tick) = self.now();
+        let (running, idle) = {
+            let mut st = self.lock();
+            let mut running = None;
+            if let Some((index, started)) = claim {
+                let r = st.underway.remove(index);
+                if started {
+                    running = Some(r);
+                } else {
+                    let waiting = Waiting {
+                        slot: r.slot,
+                        queued: r.queued,
+                        arg: r.arg,
+                    };
+                    st.pending.push(r.id, r.priority, waiting);
+                }
+            }
+            (running, st.underway.len == 0)
+        };
+        match running {
+            Some(running) => self.complete(running, tick, Outcome::Cancelled, idle),
+            None => self.notify_if_idle(idle),
+        }
+        let unrun = self.stop_pending(false);
+        if !unrun.is_empty() {
+            self.lock().orphans.extend(unrun);
+        }
     }
 
     fn complete(&self, running: Running<A, R, E>, tick: Tick, outcome: Outcome<R, E>, idle: bool) {
+        let id = running_id(&running);
         if self.wants_job(&running.slot) {
             let job = Job {
-                id: JobId::new(running.id),
+                id,
                 arg: running.arg,
                 priority: running.priority,
                 queued_at: self.stamp(running.queued),
@@ -701,9 +891,51 @@ where
                 outcome,
             };
             self.deliver(&running.slot, job);
+        } else {
+            self.drop_caught(id, "dropping a finished job", (running, outcome));
         }
-        if idle && self.drain_waiters.load(Ordering::Acquire) > 0 {
-            self.drained.notify_waiters();
+        self.notify_if_idle(idle);
+    }
+}
+
+fn running_id<A, R, E>(running: &Running<A, R, E>) -> JobId {
+    JobId::new(running.id)
+}
+
+/// The pacer task's hold on its queue. Dropped before it fired, it means the
+/// runtime shut down (nothing else drops the task), so the queue stops
+/// rather than leave its pending jobs waiting for a timer that is gone.
+struct Pacer<A, R, E>
+where
+    A: Clone + Send + 'static,
+    R: Send + 'static,
+    E: Send + 'static,
+{
+    core: Option<Arc<Core<A, R, E>>>,
+}
+
+impl<A, R, E> Pacer<A, R, E>
+where
+    A: Clone + Send + 'static,
+    R: Send + 'static,
+    E: Send + 'static,
+{
+    fn fire(mut self, at: Instant) {
+        if let Some(core) = self.core.take() {
+            core.on_pacer(at);
+        }
+    }
+}
+
+impl<A, R, E> Drop for Pacer<A, R, E>
+where
+    A: Clone + Send + 'static,
+    R: Send + 'static,
+    E: Send + 'static,
+{
+    fn drop(&mut self) {
+        if let Some(core) = self.core.take() {
+            core.runtime_gone(None);
         }
     }
 }
@@ -805,10 +1037,8 @@ mod tests {
         let launch = take(&launched).pop().unwrap();
         core.finish(launch, Outcome::Ok(1), core.now());
         assert_eq!(core.cancel(id), Err(JobError::Finished(id)));
-        assert_eq!(
-            core.cancel(JobId::new(2)),
-            Err(JobError::Unknown(JobId::new(2)))
-        );
+        let never = JobId::new(id.get() + 1);
+        assert_eq!(core.cancel(never), Err(JobError::Unknown(never)));
     }
 
     #[test]
@@ -832,8 +1062,9 @@ mod tests {
         {
             let mut st = core.lock();
             for k in 0..3 {
+                let id = st.ids.issue();
                 st.pending.push(
-                    k + 1,
+                    id,
                     0,
                     Waiting {
                         slot: Arc::new(Slot::new()),
@@ -841,7 +1072,6 @@ mod tests {
                         arg: k,
                     },
                 );
-                st.next_id += 1;
             }
             st.fill(now, tick, None, &mut out);
             assert_eq!(st.underway.len, 1, "one token at first");

@@ -4,6 +4,7 @@
 mod dispatcher;
 pub(crate) mod error;
 mod handle;
+mod ids;
 pub(crate) mod job;
 mod pending;
 mod slot;
@@ -74,6 +75,25 @@ pub enum StopMode {
 /// [`pending`](DispatchQueue::pending) lists jobs in exactly the order they will
 /// launch, and [`underway`](DispatchQueue::underway) in the order they did.
 ///
+/// # Launch order and start order
+///
+/// *Launching* a job takes it out of `pending` and gives it a width slot;
+/// jobs launch in exactly priority-then-put order, and their `launched_at`
+/// stamps follow that order. *Starting* a job is its worker calling the job
+/// function, right after. With width 1 (or on a current-thread runtime) jobs
+/// also start in launch order. With width > 1 on a multi-thread runtime,
+/// jobs launched together run on different worker tasks, and the runtime may
+/// poll those in any order (Tokio's LIFO slot even reverses them), so jobs
+/// launched within the same instant can start in a different order. Nothing
+/// can start before it launched, and no lower-priority job launches while a
+/// higher-priority one waits.
+///
+/// # Ids
+///
+/// Job ids are unique in the process, not just in one queue: an id from
+/// another queue is [`JobError::Unknown`] here, so a mix-up cannot cancel or
+/// reprioritize the wrong job. Within a queue, ids grow with put order.
+///
 /// # Cancel
 ///
 /// [`cancel`](DispatchQueue::cancel) removes a pending job, or drops an
@@ -99,6 +119,27 @@ pub enum StopMode {
 /// later in the same order. **No handle waits forever**: dropping the last
 /// clone of a queue stops it the same way (underway jobs finish).
 ///
+/// A stopped queue stays stopped: [`put`](DispatchQueue::put) returns
+/// [`PutError::Stopped`], and [`resume`](DispatchQueue::resume),
+/// [`set_width`](DispatchQueue::set_width), [`set_rate`](DispatchQueue::set_rate)
+/// and [`set_timeout`](DispatchQueue::set_timeout) return [`StoppedError`]
+/// and change nothing; [`pause`](DispatchQueue::pause) does nothing but wait
+/// for underway jobs.
+///
+/// A job cancelled before its worker starts it (by
+/// [`cancel`](DispatchQueue::cancel) or `StopMode::CancelUnderway`) never
+/// starts: its job function is not called.
+///
+/// # Runtime shutdown
+///
+/// A queue can outlive the Tokio runtime it was built on. When that runtime
+/// shuts down, it drops the queue's tasks; the queue notices and stops
+/// itself: a job whose function was running resolves
+/// [`Outcome::Cancelled`], one launched but not yet started goes back with
+/// the pending jobs, whose handles resolve [`Outcome::NotRun`]; later puts
+/// are refused, and [`stop`](DispatchQueue::stop) returns every job that
+/// never ran, in launch order, so they can be saved.
+///
 /// # Rate and timeout
 ///
 /// An optional [`Rate`](crate::Rate) (token bucket with burst, changeable at
@@ -110,7 +151,13 @@ pub enum StopMode {
 /// # Panics
 ///
 /// A panic in the job function, or in its future, is caught and becomes
-/// [`Outcome::Panicked`] with the panic message; the queue goes on.
+/// [`Outcome::Panicked`] with the panic message; the queue goes on. A panic
+/// in other user code the queue runs (the `on_finish` hook, a future's or a
+/// result's `Drop`, `A::clone`) is caught too, logged and counted in
+/// [`stray_panics`](DispatchQueue::stray_panics): the job keeps the outcome
+/// it had (or, if its argument could not be cloned for its launch, becomes
+/// `Panicked`), its handle resolves, and its width slot goes to the next job
+/// at once.
 ///
 /// # Memory
 ///
@@ -130,6 +177,7 @@ pub enum StopMode {
 /// [`Job`]: crate::Job
 /// [`Outcome::Cancelled`]: crate::Outcome::Cancelled
 /// [`Outcome::NotRun`]: crate::Outcome::NotRun
+/// [`JobError::Unknown`]: crate::JobError::Unknown
 /// [`Outcome::TimedOut`]: crate::Outcome::TimedOut
 /// [`Outcome::Panicked`]: crate::Outcome::Panicked
 ///
@@ -290,8 +338,11 @@ where
         self
     }
 
-    /// Bounds the number of pending jobs; a `put` beyond it returns
-    /// [`PutError::Full`]. Default: unbounded.
+    /// Bounds the number of pending jobs; a `put` that would leave more
+    /// than `max` jobs waiting returns [`PutError::Full`]. A put that
+    /// launches at once never counts against the bound, so `max_pending(0)`
+    /// is legal and means "run now or refuse": a put succeeds only when a
+    /// width slot (and a rate token) is free. Default: unbounded.
     pub fn max_pending(mut self, max: usize) -> Self {
         self.config.max_pending = Some(max);
         self
@@ -437,9 +488,10 @@ where
         self.core().reprioritize(id, priority)
     }
 
-    /// Sets the width. See [Width](DispatchQueue#width).
-    pub fn set_width(&self, width: usize) {
-        self.core().set_width(width);
+    /// Sets the width. See [Width](DispatchQueue#width). A stopped queue
+    /// refuses (and keeps the width it had).
+    pub fn set_width(&self, width: usize) -> Result<(), StoppedError> {
+        self.core().set_width(width)
     }
 
     /// The width (kept while paused).
@@ -448,9 +500,9 @@ where
     }
 
     /// Sets or removes the launch rate. The new rate starts with a full
-    /// burst.
-    pub fn set_rate(&self, rate: Option<Rate>) {
-        self.core().set_rate(rate);
+    /// burst. A stopped queue refuses.
+    pub fn set_rate(&self, rate: Option<Rate>) -> Result<(), StoppedError> {
+        self.core().set_rate(rate)
     }
 
     /// The launch rate, if limited.
@@ -458,9 +510,10 @@ where
         self.core().rate()
     }
 
-    /// Sets or removes the default timeout of jobs launched from now on.
-    pub fn set_timeout(&self, timeout: Option<Duration>) {
-        self.core().set_timeout(timeout);
+    /// Sets or removes the default timeout of jobs launched from now on. A
+    /// stopped queue refuses.
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), StoppedError> {
+        self.core().set_timeout(timeout)
     }
 
     /// The default job timeout.
@@ -514,7 +567,10 @@ where
         let core = self.core().clone();
         async move {
             if let StopMode::CancelAfter(grace) = mode {
-                if tokio::time::timeout(grace, core.drained()).await.is_err() {
+                // No timer when nothing is underway: this future may be
+                // awaited after the queue's runtime is gone.
+                if !core.is_drained() && tokio::time::timeout(grace, core.drained()).await.is_err()
+                {
                     core.cancel_underway();
                 }
             }
@@ -523,8 +579,18 @@ where
         }
     }
 
-    /// Whether the queue has been stopped.
+    /// Whether the queue has been stopped (by [`stop`](DispatchQueue::stop),
+    /// or because its runtime shut down).
     pub fn is_stopped(&self) -> bool {
         self.core().is_stopped()
+    }
+
+    /// How many panics the queue caught in user code outside a job's own
+    /// poll: in the [`on_finish`](Builder::on_finish) hook, in a job
+    /// future's `Drop`, in the `Drop` of a result nobody waits for, or in
+    /// `A::clone`. Each is also logged (`tracing`, level error); none stops
+    /// the queue, loses a handle or costs width. See [Panics](DispatchQueue#panics).
+    pub fn stray_panics(&self) -> u64 {
+        self.core().stray_panics()
     }
 }

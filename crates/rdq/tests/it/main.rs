@@ -4,6 +4,7 @@ mod support;
 
 mod model;
 mod queue_cancel;
+mod queue_hardening;
 mod queue_limits;
 mod queue_pause_stop;
 mod queue_stress;

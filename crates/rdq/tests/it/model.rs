@@ -93,6 +93,9 @@ async fn run_case(width: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
         ..Model::default()
     };
     let mut handles: HashMap<u64, Handle> = HashMap::new();
+    // The queue's id of the model's job n (args are 1, 2, 3, …; ids are
+    // unique in the process, so they need not start at 1).
+    let mut real: Vec<JobId> = Vec::new();
     let mut stops = Vec::new();
 
     for op in ops {
@@ -104,14 +107,18 @@ async fn run_case(width: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let h = r.map_err(|e| TestCaseError::fail(format!("put failed: {e}")))?;
-                prop_assert_eq!(h.id().get(), m.next);
+                if let Some(last) = real.last() {
+                    prop_assert!(h.id().get() > last.get(), "ids grow with put order");
+                }
+                real.push(h.id());
                 handles.insert(m.next, h);
                 m.pending.push((p, m.next));
                 m.next += 1;
             }
             Op::Cancel(i) if m.next > 1 => {
                 let id = 1 + (i as u64) % (m.next - 1);
-                let r = q.cancel(JobId::new(id));
+                let jid = real[id as usize - 1];
+                let r = q.cancel(jid);
                 if let Some(pos) = m.pending.iter().position(|(_, j)| *j == id) {
                     prop_assert_eq!(r, Ok(()));
                     m.pending.remove(pos);
@@ -121,24 +128,31 @@ async fn run_case(width: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     m.underway.remove(pos);
                     m.outcomes.insert(id, Expect::Cancelled);
                 } else {
-                    prop_assert_eq!(r, Err(JobError::Finished(JobId::new(id))));
+                    prop_assert_eq!(r, Err(JobError::Finished(jid)));
                 }
             }
             Op::Reprioritize(i, p) if m.next > 1 => {
                 let id = 1 + (i as u64) % (m.next - 1);
-                let r = q.reprioritize(JobId::new(id), p);
+                let jid = real[id as usize - 1];
+                let r = q.reprioritize(jid, p);
                 if let Some(entry) = m.pending.iter_mut().find(|(_, j)| *j == id) {
                     prop_assert_eq!(r, Ok(entry.0));
                     entry.0 = p;
                 } else if m.underway.contains(&id) {
-                    prop_assert_eq!(r, Err(JobError::Underway(JobId::new(id))));
+                    prop_assert_eq!(r, Err(JobError::Underway(jid)));
                 } else {
-                    prop_assert_eq!(r, Err(JobError::Finished(JobId::new(id))));
+                    prop_assert_eq!(r, Err(JobError::Finished(jid)));
                 }
             }
             Op::SetWidth(w) => {
-                q.set_width(w);
-                m.width = w;
+                let r = q.set_width(w);
+                if m.stopped {
+                    prop_assert_eq!(r, Err(StoppedError));
+                } else {
+                    prop_assert_eq!(r, Ok(()));
+                    m.width = w;
+                }
+                prop_assert_eq!(q.width(), m.width, "width()");
             }
             Op::Pause => {
                 drop(q.pause());
@@ -209,7 +223,7 @@ async fn run_case(width: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
     for (i, (mut stop, want)) in stops.into_iter().enumerate() {
         let unrun = now_or_never(&mut stop)
             .ok_or_else(|| TestCaseError::fail("a stop() never resolved"))?;
-        let got: Vec<u64> = unrun.iter().map(|j| j.id.get()).collect();
+        let got: Vec<u64> = unrun.iter().map(|j| j.arg).collect();
         // Only the first stop finds pending jobs; later ones return nothing.
         let want = if i == 0 { want } else { Vec::new() };
         prop_assert_eq!(got, want, "stop() #{} returned", i);

@@ -66,7 +66,7 @@ async fn cancel_of_finished_job_is_an_error_and_changes_nothing() {
     );
     assert_eq!(
         CancelError::Finished(id).to_string(),
-        "job 1 has already finished"
+        format!("job {id} has already finished")
     );
     // The outcome we hold is the one the job produced; nothing else exists
     // to rewrite, and the queue does not resurrect the job.

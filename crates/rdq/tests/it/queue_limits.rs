@@ -72,14 +72,14 @@ async fn rate_changes_at_runtime() {
         1,
         "still limited to one a minute"
     );
-    q.set_rate(Some(Rate::per_second(100)));
+    q.set_rate(Some(Rate::per_second(100))).unwrap();
     assert_eq!(q.rate(), Some(Rate::per_second(100)));
     for h in hs {
         h.await;
     }
     let g = gaps(&log.lock().unwrap());
     assert_eq!(g[1], Duration::from_millis(10));
-    q.set_rate(None);
+    q.set_rate(None).unwrap();
     assert_eq!(q.rate(), None);
 }
 
@@ -142,7 +142,7 @@ async fn per_job_timeout_overrides_the_queue() {
     let long = long.await;
     assert_eq!(long.outcome, Outcome::TimedOut);
     assert_eq!(long.run_time(), Some(Duration::from_secs(60)));
-    q.set_timeout(None);
+    q.set_timeout(None).unwrap();
     assert_eq!(q.timeout(), None);
 }
 

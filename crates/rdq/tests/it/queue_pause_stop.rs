@@ -54,7 +54,7 @@ async fn width_set_while_paused_or_given_to_resume_applies() {
     let g = Gates::new();
     let q = g.queue(1);
     drop(q.pause());
-    q.set_width(2);
+    q.set_width(2).unwrap();
     for k in 1..=6 {
         q.put(k, 0).unwrap();
     }
@@ -90,7 +90,7 @@ async fn stop_returns_unrun_jobs_in_launch_order_and_requeue_restores_it() {
     g.finish(1, Ok(1));
     let unrun = stopping.await;
     assert_eq!(
-        unrun.iter().map(|j| j.id.get()).collect::<Vec<_>>(),
+        unrun.iter().map(|j| j.arg).collect::<Vec<_>>(),
         order_before
     );
     assert!(unrun
@@ -195,11 +195,14 @@ async fn a_weak_handle_does_not_keep_the_queue_alive() {
         async move {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             if let Some(q) = weak.upgrade() {
-                q.set_width(8);
+                q.set_width(8).unwrap();
             }
         }
     });
-    weak.upgrade().expect("alive while q is").set_width(0);
+    weak.upgrade()
+        .expect("alive while q is")
+        .set_width(0)
+        .unwrap();
     drop(q);
     assert!(weak.upgrade().is_none());
     assert_eq!(
@@ -219,15 +222,13 @@ async fn on_finish_sees_every_outcome_even_with_handles_dropped() {
         .width(2)
         .timeout(Duration::from_secs(10))
         .on_finish(move |job: &crate::support::Finished| {
-            s.lock().unwrap().push((job.id.get(), job.outcome.name()));
+            s.lock().unwrap().push((job.arg, job.outcome.name()));
         })
         .build();
-    for k in 1..=5 {
-        drop(q.put(k, 0).unwrap());
-    }
+    let ids: Vec<_> = (1..=5).map(|k| q.put(k, 0).unwrap().id()).collect();
     settle().await;
     g.finish(1, Ok(1)); // ok; job 3 launches
-    q.cancel(rdq::JobId::new(4)).unwrap(); // pending: cancelled
+    q.cancel(ids[3]).unwrap(); // pending: cancelled
     settle().await;
     tokio::time::sleep(Duration::from_secs(11)).await; // 2 and 3 time out; 5 launches
     drop(q.stop(StopMode::CancelUnderway)); // 5 is cancelled underway

@@ -59,10 +59,10 @@ async fn width_holds_and_every_handle_resolves_under_contention() {
     let q2 = q.clone();
     let resizer = tokio::spawn(async move {
         for w in [2, 8, 1, 5, 8].into_iter().cycle().take(50) {
-            q2.set_width(w);
+            q2.set_width(w).unwrap();
             tokio::task::yield_now().await;
         }
-        q2.set_width(8);
+        q2.set_width(8).unwrap();
     });
 
     let mut counts = [0usize; 3];

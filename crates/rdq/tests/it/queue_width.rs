@@ -28,7 +28,7 @@ async fn launches_up_to_width_in_priority_then_fifo_order() {
     assert_eq!(g.started(), [1, 2, 6, 3, 5, 4]);
     for (i, h) in hs.into_iter().enumerate() {
         let job = h.await;
-        assert_eq!(job.id.get(), i as u64 + 1);
+        assert_eq!(job.arg, i as u64 + 1);
         assert_eq!(job.outcome, Outcome::Ok((i as u64 + 1) * 10));
         assert_eq!(job.priority, prios[i]);
     }
@@ -44,10 +44,10 @@ async fn growing_launches_at_once_and_shrinking_interrupts_nothing() {
     }
     settle().await;
     assert_eq!(g.started(), [1]);
-    q.set_width(4);
+    q.set_width(4).unwrap();
     settle().await;
     assert_eq!(g.started(), [1, 2, 3, 4]);
-    q.set_width(1);
+    q.set_width(1).unwrap();
     settle().await;
     assert_eq!(q.size(), (4, 2), "shrinking cancels nothing");
     assert!(g.dropped().is_empty());
@@ -71,7 +71,7 @@ async fn width_zero_launches_nothing() {
     settle().await;
     assert!(g.started().is_empty());
     assert_eq!(q.size(), (0, 1));
-    q.set_width(1);
+    q.set_width(1).unwrap();
     settle().await;
     g.finish(1, Ok(7));
     assert_eq!(h.await.outcome, Outcome::Ok(7));
@@ -81,11 +81,9 @@ async fn width_zero_launches_nothing() {
 async fn reprioritize_moves_pending_jobs_only() {
     let g = Gates::new();
     let q = g.queue(1);
-    for k in 1..=4 {
-        q.put(k, 0).unwrap();
-    }
+    let hs: Vec<_> = (1..=4).map(|k| q.put(k, 0).unwrap()).collect();
     settle().await;
-    let id = |n| rdq::JobId::new(n);
+    let id = |n: usize| hs[n - 1].id();
     assert_eq!(q.reprioritize(id(4), -1), Ok(0));
     assert_eq!(ids(&q.pending()), [4, 2, 3]);
     assert_eq!(
@@ -93,8 +91,8 @@ async fn reprioritize_moves_pending_jobs_only() {
         Err(rdq::JobError::Underway(id(1)))
     );
     assert_eq!(
-        q.reprioritize(id(99), 5),
-        Err(rdq::JobError::Unknown(id(99)))
+        q.reprioritize(rdq::JobId::new(0), 5),
+        Err(rdq::JobError::Unknown(rdq::JobId::new(0)))
     );
     g.finish(1, Ok(1));
     settle().await;
@@ -179,13 +177,14 @@ async fn reprioritize_then_dispatch_a_thousand_jobs() {
         .collect();
     for k in (1..=1000u64).step_by(3) {
         let p = (k * 13 % 11) as i32 - 5;
-        q.reprioritize(rdq::JobId::new(k), p).unwrap();
+        let id = hs[k as usize - 1].id();
+        q.reprioritize(id, p).unwrap();
         // Away and back again: the job must not be left behind twice.
-        q.reprioritize(rdq::JobId::new(k), p + 100).unwrap();
-        q.reprioritize(rdq::JobId::new(k), p).unwrap();
+        q.reprioritize(id, p + 100).unwrap();
+        q.reprioritize(id, p).unwrap();
         prio.insert(k, p);
     }
-    q.set_width(1);
+    q.set_width(1).unwrap();
     for h in hs {
         let job = tokio::time::timeout(std::time::Duration::from_secs(5), h)
             .await
