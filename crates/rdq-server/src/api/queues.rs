@@ -132,7 +132,7 @@ fn spec(q: &ServerQueue, body: PutBody) -> Result<JobSpec, ApiError> {
         options = options.run_at(at.to_system_time());
     }
     if let Some(key) = body.key {
-        if key.is_empty() || key.len() > 255 {
+        if !(1..=255).contains(&key.chars().count()) {
             return Err(ApiError::Unprocessable(
                 "key must be 1 to 255 characters".into(),
             ));

@@ -161,6 +161,7 @@ pub struct PutBody {
     pub delay_ms: Option<u64>,
     /// Idempotency key: while a live job of the queue has it, the put
     /// returns that job.
+    #[schema(min_length = 1, max_length = 255)]
     pub key: Option<String>,
     /// Runs allowed (default: the queue's).
     pub max_attempts: Option<u32>,

@@ -739,6 +739,23 @@ async fn the_openapi_document_and_the_server_agree() {
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{n} jobs: {err}");
     }
+    // A key is 1 to 255 characters (JSON Schema counts characters, not
+    // bytes).
+    let key = &schemas["PutBody"]["properties"]["key"];
+    assert_eq!(
+        (&key["minLength"], &key["maxLength"]),
+        (&json!(1), &json!(255)),
+        "{key}"
+    );
+    for (n, want) in [
+        (255, StatusCode::CREATED),
+        (256, StatusCode::UNPROCESSABLE_ENTITY),
+        (0, StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let body = json!({"key": "é".repeat(n)}).to_string();
+        let (status, reply) = s.call("POST", "/api/v1/queues/sms/jobs", Some(&body)).await;
+        assert_eq!(status, want, "{n} characters: {reply}");
+    }
     // run_at and delay_ms: not both, unless one is null.
     assert_eq!(
         schemas["PutBody"]["not"]["required"],
