@@ -109,7 +109,7 @@ pub fn check(body: &PutBody) -> Result<(), String> {
     if body
         .key
         .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > 255)
+        .is_some_and(|k| !(1..=255).contains(&k.chars().count()))
     {
         return Err("key must be 1 to 255 characters".to_owned());
     }
@@ -463,6 +463,13 @@ mod tests {
             .contains("RFC 3339"));
         let both = r#"{"args": 1, "run_at": "2030-01-01T00:00:00Z", "delay_ms": 5}"#;
         assert!(line(both).unwrap_err().contains("not both"));
+    }
+
+    #[test]
+    fn a_key_is_counted_in_characters_as_the_server_does() {
+        let key = |n: usize| format!(r#"{{"args": 1, "key": "{}"}}"#, "é".repeat(n));
+        assert!(line(&key(255)).is_ok());
+        assert!(line(&key(256)).unwrap_err().contains("key must be"));
     }
 
     #[test]
