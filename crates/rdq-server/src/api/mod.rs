@@ -13,6 +13,7 @@ pub mod events;
 pub mod jobs;
 pub mod json;
 pub mod queues;
+pub mod time;
 pub mod types;
 pub mod watch;
 pub mod wire;

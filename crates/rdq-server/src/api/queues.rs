@@ -113,10 +113,10 @@ pub async fn patch(
 fn spec(q: &ServerQueue, body: PutBody) -> Result<JobSpec, ApiError> {
     let mut options = PutOptions::priority(body.priority);
     if let Some(text) = &body.run_at {
-        let at = humantime::parse_rfc3339_weak(text).map_err(|e| {
-            ApiError::Unprocessable(format!("run_at {text:?} is not an RFC 3339 time ({e})"))
-        })?;
-        options = options.run_at(at);
+        let at = super::time::parse_rfc3339(text)
+            .map_err(|e| ApiError::Unprocessable(format!("run_at {e}")))?;
+        // Not before a time that has passed: now.
+        options = options.run_at(at.max(q.queue.clock().now().to_system_time()));
     }
     if let Some(ms) = body.delay_ms {
         if body.run_at.is_some() {

@@ -155,7 +155,9 @@ pub struct PutBody {
     /// Lower runs first (default 0).
     #[serde(default)]
     pub priority: i32,
-    /// Not before this time (RFC 3339).
+    /// Not before this time: any RFC 3339 date-time (years 0000 to 9999);
+    /// one that has passed means now.
+    #[schema(format = DateTime)]
     pub run_at: Option<String>,
     /// Not before this many milliseconds from now.
     pub delay_ms: Option<u64>,

@@ -99,9 +99,7 @@ impl PutArgs {
 /// caught before anything is sent.
 pub fn check(body: &PutBody) -> Result<(), String> {
     if let Some(at) = &body.run_at {
-        humantime::parse_rfc3339_weak(at).map_err(|e| {
-            format!("run_at {at:?} is not an RFC 3339 time ({e}); write e.g. 2030-01-02T03:04:05Z")
-        })?;
+        crate::api::time::parse_rfc3339(at).map_err(|e| format!("run_at {e}"))?;
         if body.delay_ms.is_some() {
             return Err("give run_at or delay_ms, not both".to_owned());
         }

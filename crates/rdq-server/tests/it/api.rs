@@ -756,6 +756,35 @@ async fn the_openapi_document_and_the_server_agree() {
         let (status, reply) = s.call("POST", "/api/v1/queues/sms/jobs", Some(&body)).await;
         assert_eq!(status, want, "{n} characters: {reply}");
     }
+    // run_at is any RFC 3339 date-time, the document's format: a past one
+    // (even before 1970) means now.
+    assert_eq!(
+        schemas["PutBody"]["properties"]["run_at"]["format"],
+        "date-time"
+    );
+    for (run_at, want) in [
+        ("0550-05-07T22:14:23Z", "pending"),
+        ("1969-12-31T23:59:59.5+01:00", "pending"),
+        ("9999-12-31T23:59:59Z", "scheduled"),
+    ] {
+        let body = json!({"run_at": run_at}).to_string();
+        let (status, reply) = s.call("POST", "/api/v1/queues/sms/jobs", Some(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{run_at}: {reply}");
+        let (_, job) = s
+            .call("GET", &format!("/api/v1/jobs/{}", reply["id"]), None)
+            .await;
+        assert_eq!(job["state"], want, "{run_at}: {job}");
+        if want == "pending" {
+            assert_eq!(
+                job["run_at"], job["queued_at"],
+                "a past time means now: {job}"
+            );
+        }
+    }
+    let (status, _) = s
+        .call("POST", "/api/v1/queues/sms/jobs", Some(r#"{"run_at": ""}"#))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     // run_at and delay_ms: not both, unless one is null.
     assert_eq!(
         schemas["PutBody"]["not"]["required"],
