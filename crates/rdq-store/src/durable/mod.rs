@@ -99,9 +99,13 @@ impl PutOptions {
         self
     }
 
-    /// Runs no sooner than `delay` from now.
+    /// Runs no sooner than `delay` from now (a delay past year 9999 means
+    /// [`Timestamp::MAX`]).
     pub fn delay(self, delay: Duration) -> Self {
-        self.run_at(SystemTime::now() + delay)
+        let at = SystemTime::now()
+            .checked_add(delay)
+            .unwrap_or_else(|| Timestamp::MAX.to_system_time());
+        self.run_at(at)
     }
 
     /// Sets the idempotency key.
