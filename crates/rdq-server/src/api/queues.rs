@@ -71,11 +71,7 @@ pub async fn patch(
 ) -> Result<axum::Json<QueueView>, ApiError> {
     let q = find(&app, &name)?;
     // Check everything before changing anything.
-    let rate = match patch.rate {
-        Some(Some(body)) => Some(Some(body.to_rate().map_err(ApiError::Unprocessable)?)),
-        Some(None) => Some(None),
-        None => None,
-    };
+    let patch = patch.check().map_err(ApiError::Unprocessable)?;
     let changed = |change: &str| {
         app.emit(Event::Queue {
             queue: name.clone(),
@@ -86,14 +82,12 @@ pub async fn patch(
         q.queue.set_width(width).await?;
         changed("width");
     }
-    if let Some(rate) = rate {
+    if let Some(rate) = patch.rate {
         q.queue.set_rate(rate).await?;
         changed("rate");
     }
-    if let Some(timeout) = patch.timeout_ms {
-        q.queue
-            .set_timeout(timeout.map(std::time::Duration::from_millis))
-            .await?;
+    if let Some(timeout) = patch.timeout {
+        q.queue.set_timeout(timeout).await?;
         changed("timeout");
     }
     match patch.paused {
@@ -111,48 +105,19 @@ pub async fn patch(
 }
 
 fn spec(q: &ServerQueue, body: PutBody) -> Result<JobSpec, ApiError> {
+    let now = q.queue.clock().now().to_system_time();
+    let run_at = body.check(now).map_err(ApiError::Unprocessable)?;
     let mut options = PutOptions::priority(body.priority);
-    if let Some(text) = &body.run_at {
-        let at = humantime::parse_rfc3339_weak(text).map_err(|e| {
-            ApiError::Unprocessable(format!("run_at {text:?} is not an RFC 3339 time ({e})"))
-        })?;
+    if let Some(at) = run_at {
         options = options.run_at(at);
     }
-    if let Some(ms) = body.delay_ms {
-        if body.run_at.is_some() {
-            return Err(ApiError::Unprocessable(
-                "give run_at or delay_ms, not both".into(),
-            ));
-        }
-        let at = q
-            .queue
-            .clock()
-            .now()
-            .plus(std::time::Duration::from_millis(ms));
-        options = options.run_at(at.to_system_time());
-    }
     if let Some(key) = body.key {
-        if key.is_empty() || key.len() > 255 {
-            return Err(ApiError::Unprocessable(
-                "key must be 1 to 255 characters".into(),
-            ));
-        }
         options = options.key(key);
     }
     if let Some(n) = body.max_attempts {
-        if n == 0 {
-            return Err(ApiError::Unprocessable(
-                "max_attempts must be at least 1".into(),
-            ));
-        }
         options = options.max_attempts(n);
     }
     if let Some(ms) = body.timeout_ms {
-        if ms == 0 {
-            return Err(ApiError::Unprocessable(
-                "timeout_ms must be at least 1".into(),
-            ));
-        }
         options = options.timeout(std::time::Duration::from_millis(ms));
     }
     JobSpec::new(q.config.executor.kind(), &body.args, options).map_err(ApiError::from)
