@@ -420,3 +420,39 @@ fn a_weak_token_is_refused_from_the_environment_and_the_config_alike() {
 fn toml_string(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
+
+/// Settings an older version saved out of today's ranges (a queue timeout of
+/// 0 made every job time out at once) go back to the configured ones at the
+/// next start.
+#[tokio::test]
+async fn saved_settings_out_of_range_are_replaced_by_the_configured_ones() {
+    use rdq_server::app::App;
+    use rdq_store::sqlite::{SqliteOptions, SqliteStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = rdq_server::config::Config {
+        db: dir.path().join("t.db"),
+        queues: vec![crate::support::sms_queue("http://127.0.0.1:9/hook")],
+        ..rdq_server::config::Config::default()
+    };
+    let store = SqliteStore::open(&config.db, SqliteOptions::default())
+        .await
+        .unwrap();
+    let app = App::start(&config, store.clone()).await.unwrap();
+    let mut saved = store.load_queue("sms").await.unwrap().unwrap();
+    saved.settings["timeout_ms"] = json!(0);
+    saved.settings["width"] = json!(1_000_000_000u64);
+    saved.settings["rate"] = json!({"count": 0, "period_ms": 0, "burst": 0});
+    store.save_queue(saved).await.unwrap();
+    app.shutdown(Duration::from_secs(1)).await.unwrap();
+
+    let store = SqliteStore::open(&config.db, SqliteOptions::default())
+        .await
+        .unwrap();
+    let app = App::start(&config, store).await.unwrap();
+    let settings = app.queues["sms"].queue.settings();
+    assert_eq!(settings.timeout_ms, Some(5_000), "{settings:?}");
+    assert_eq!(settings.width, 2, "{settings:?}");
+    assert_eq!(settings.rate, None, "{settings:?}");
+    app.shutdown(Duration::from_secs(1)).await.unwrap();
+}
