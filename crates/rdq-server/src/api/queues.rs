@@ -72,6 +72,16 @@ pub async fn patch(
     let q = find(&app, &name)?;
     // Check everything before changing anything.
     let patch = patch.check().map_err(ApiError::Unprocessable)?;
+    if let (Some(Some(timeout)), Some(warn)) = (patch.timeout, q.config.warn_after) {
+        // The rule of the configuration file, too.
+        if timeout <= warn {
+            return Err(ApiError::Unprocessable(format!(
+                "timeout_ms {} is not longer than the queue's warn_after ({warn:?}): \
+                 the timeout would cut jobs off before they are reported as hung",
+                timeout.as_millis()
+            )));
+        }
+    }
     let changed = |change: &str| {
         app.emit(Event::Queue {
             queue: name.clone(),

@@ -456,3 +456,27 @@ async fn saved_settings_out_of_range_are_replaced_by_the_configured_ones() {
     assert_eq!(settings.rate, None, "{settings:?}");
     app.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+/// A queue timeout no longer than the queue's `warn_after` would cut jobs off
+/// before they are reported hung: the file refuses it, and so does the API.
+#[tokio::test]
+async fn a_patched_timeout_must_stay_above_warn_after() {
+    let s = TestServer::start(|c| c.queues[0].warn_after = Some(Duration::from_secs(2))).await;
+    let (status, reply) = s
+        .call(
+            "PATCH",
+            "/api/v1/queues/sms",
+            Some(r#"{"timeout_ms": 2000}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert!(message(&reply).contains("warn_after"), "{reply}");
+    let (status, reply) = s
+        .call(
+            "PATCH",
+            "/api/v1/queues/sms",
+            Some(r#"{"timeout_ms": 2001}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+}
