@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use crate::config::{Config, ExecutorConfig, QueueConfig};
 use crate::executor::command::{Children, CommandExecutor};
 use crate::executor::http::HttpExecutor;
+use crate::limits;
 use crate::metrics::Metrics;
 
 /// A queue as the server runs it.
@@ -190,8 +191,10 @@ async fn build_queue(
         builder = builder.rate(rate);
     }
     let fail = |e: String| StartError(format!("queue {}: {e}", q.name));
+    let mut declared_timeout = None;
     builder = match &q.executor {
         ExecutorConfig::Http(spec) => {
+            declared_timeout = Some(q.timeout.unwrap_or(HTTP_DEFAULT_TIMEOUT));
             builder = builder.timeout(q.timeout.unwrap_or(HTTP_DEFAULT_TIMEOUT));
             let executor = HttpExecutor::new(spec).map_err(fail)?;
             builder.handler("http", move |args: serde_json::Value, ctx: JobContext| {
@@ -203,6 +206,7 @@ async fn build_queue(
             // The executor times out first (SIGTERM, grace, SIGKILL to the
             // group); the queue's timeout is only a backstop above it.
             if let Some(t) = spec.timeout {
+                declared_timeout = Some(t + spec.grace + Duration::from_secs(5));
                 builder = builder.timeout(t + spec.grace + Duration::from_secs(5));
             }
             let executor = Arc::new(
@@ -219,5 +223,47 @@ async fn build_queue(
             )
         }
     };
-    builder.build().await.map_err(|e| fail(e.to_string()))
+    let queue = builder.build().await.map_err(|e| fail(e.to_string()))?;
+    repair_settings(&queue, q, declared_timeout)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(queue)
+}
+
+/// Settings a queue kept from an earlier run may be outside today's ranges
+/// ([`crate::limits`]): older versions took a queue timeout of 0 through the
+/// API (every job then timed out at once) and any width. Each such setting
+/// goes back to what the configuration declares, with a warning.
+async fn repair_settings(
+    queue: &Queue,
+    q: &QueueConfig,
+    declared_timeout: Option<Duration>,
+) -> Result<(), rdq_store::DurableError> {
+    let kept = queue.settings();
+    let warn = |setting: &str, problem: String| {
+        tracing::warn!(queue = %q.name, "the saved {setting} is out of range ({problem}); using the configured one");
+    };
+    if let Err(e) = limits::WIDTH.check("width", kept.width as u64) {
+        warn("width", e);
+        queue.set_width(q.width).await?;
+    }
+    let declared_ms = declared_timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+    if let Some(ms) = kept.timeout_ms.filter(|ms| Some(*ms) != declared_ms) {
+        if let Err(e) = limits::TIMEOUT.check_ms("timeout_ms", ms) {
+            warn("timeout", e);
+            queue.set_timeout(declared_timeout).await?;
+        }
+    }
+    if let Some(r) = kept.rate {
+        let body = crate::api::types::RateBody {
+            count: r.count,
+            period_ms: r.period_ms,
+            burst: r.burst,
+        };
+        if let Err(e) = body.to_rate() {
+            warn("rate", e);
+            queue.set_rate(q.rate).await?;
+        }
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod executor;
+pub mod limits;
 pub mod metrics;
 pub mod serve;
 pub mod shutdown;

@@ -49,8 +49,15 @@ impl ServeError {
     }
 }
 
-/// Refuses what must not start: a non-loopback address without a token.
+/// Refuses what must not start: a weak token (from `RDQ_TOKEN` or the
+/// file: one rule, [`check_token`](crate::config::resolved::check_token)),
+/// or a non-loopback address without a token.
 pub fn check(config: &Config) -> Result<(), ServeError> {
+    if let Some(token) = &config.token {
+        crate::config::resolved::check_token(token).map_err(|m| {
+            ServeError::Usage(format!("the API token (RDQ_TOKEN or server.token): {m}"))
+        })?;
+    }
     if !config.listen.ip().is_loopback() && config.token.is_none() {
         return Err(ServeError::Usage(format!(
             "refusing to listen on {} without a token: anyone who can reach it could change your queues; \

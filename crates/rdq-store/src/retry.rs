@@ -75,7 +75,8 @@ impl Backoff {
     pub fn delay(&self, failures: u32) -> Duration {
         let nominal = self.nominal(failures).as_secs_f64();
         let spread = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
-        Duration::from_secs_f64((nominal * spread).max(0.0))
+        // Jitter can push a delay near `Duration::MAX` past it: saturate.
+        Duration::try_from_secs_f64((nominal * spread).max(0.0)).unwrap_or(Duration::MAX)
     }
 }
 
@@ -110,6 +111,11 @@ mod tests {
         assert!(Backoff::exponential(Duration::ZERO, Duration::from_secs(1)).is_err());
         assert!(Backoff::exponential(Duration::from_secs(2), Duration::from_secs(1)).is_err());
         assert!(Backoff::default().with_jitter(1.5).is_err());
+        // ±20 % of the longest delay there is: saturates, never panics.
+        let longest = Backoff::constant(Duration::MAX).unwrap();
+        for _ in 0..100 {
+            assert!(longest.delay(1) >= Duration::from_secs(u64::MAX / 2));
+        }
         assert_eq!(
             Backoff::constant(Duration::from_secs(3))
                 .unwrap()

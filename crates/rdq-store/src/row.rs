@@ -33,25 +33,60 @@ impl FromStr for JobId {
 
 /// A wall-clock time, in microseconds since the Unix epoch (UTC): the unit
 /// the store writes.
+///
+/// # Range
+///
+/// Any `i64` is a `Timestamp`, but only [`Timestamp::MIN`] (year 0000) to
+/// [`Timestamp::MAX`] (year 9999) can be written in RFC 3339. Conversions and
+/// arithmetic stay in that range ([`From<SystemTime>`] and
+/// [`plus`](Timestamp::plus) saturate at its ends), and [`Display`] is total:
+/// a time outside it, which rdq never writes but a row edited by hand or
+/// written by an older version may hold, is shown as the nearest end. No
+/// stored time can make rendering a job fail.
+///
+/// [`Display`]: fmt::Display
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
+/// Seconds from 0000-01-01 to the Unix epoch (proleptic Gregorian).
+const EPOCH_FROM_YEAR_0: i64 = 62_167_219_200;
+
 impl Timestamp {
-    /// The time as a [`SystemTime`].
-    pub fn to_system_time(self) -> SystemTime {
-        if self.0 >= 0 {
-            UNIX_EPOCH + Duration::from_micros(self.0 as u64)
-        } else {
-            UNIX_EPOCH - Duration::from_micros(self.0.unsigned_abs())
-        }
+    /// The earliest time RFC 3339 can write: `0000-01-01T00:00:00.000000Z`.
+    pub const MIN: Timestamp = Timestamp(-EPOCH_FROM_YEAR_0 * 1_000_000);
+
+    /// The latest time RFC 3339 can write: `9999-12-31T23:59:59.999999Z`.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999_999);
+
+    /// This time, moved into [`MIN`](Timestamp::MIN)..=[`MAX`](Timestamp::MAX).
+    pub fn clamped(self) -> Timestamp {
+        self.clamp(Timestamp::MIN, Timestamp::MAX)
     }
 
-    /// This time plus `d` (saturating).
+    /// The time as a [`SystemTime`] (the nearest the platform holds).
+    pub fn to_system_time(self) -> SystemTime {
+        let exact = |t: Timestamp| {
+            let d = Duration::from_micros(t.0.unsigned_abs());
+            if t.0 >= 0 {
+                UNIX_EPOCH.checked_add(d)
+            } else {
+                UNIX_EPOCH.checked_sub(d)
+            }
+        };
+        exact(self)
+            .or_else(|| exact(self.clamped()))
+            .unwrap_or(UNIX_EPOCH)
+    }
+
+    /// This time plus `d`, saturating at [`Timestamp::MAX`] (a time already
+    /// beyond it stays where it is).
     pub fn plus(self, d: Duration) -> Timestamp {
+        let micros = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         Timestamp(
             self.0
-                .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+                .saturating_add(micros)
+                .min(Timestamp::MAX.0.max(self.0)),
         )
     }
 
@@ -62,11 +97,13 @@ impl Timestamp {
 }
 
 impl From<SystemTime> for Timestamp {
+    /// The time, saturating at [`Timestamp::MIN`] and [`Timestamp::MAX`].
     fn from(t: SystemTime) -> Self {
-        match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
-            Err(e) => Timestamp(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX)),
-        }
+        let micros = match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+            Err(e) => i64::try_from(e.duration().as_micros()).map_or(i64::MIN, |m| -m),
+        };
+        Timestamp(micros).clamped()
     }
 }
 
@@ -77,14 +114,43 @@ impl fmt::Debug for Timestamp {
 }
 
 impl fmt::Display for Timestamp {
-    /// RFC 3339 with microseconds, UTC.
+    /// RFC 3339 with microseconds, UTC: `2023-11-14T22:13:20.123456Z`. A time
+    /// outside [`Timestamp::MIN`]..=[`Timestamp::MAX`] is shown as the
+    /// nearest end; this never fails.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.clamped().0;
+        let (secs, micros) = (t.div_euclid(1_000_000), t.rem_euclid(1_000_000));
+        let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (year, month, day) = civil_date(days);
         write!(
             f,
-            "{}",
-            humantime::format_rfc3339_micros(self.to_system_time())
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            day_secs / 3600,
+            day_secs % 3600 / 60,
+            day_secs % 60
         )
     }
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01: (year, month,
+/// day). Counts in 400-year eras of 146,097 days, each starting on March 1st
+/// so that the leap day ends the year.
+fn civil_date(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468; // days from 0000-03-01
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153; // 0 = March
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Where a job is in its life.
@@ -327,5 +393,77 @@ mod tests {
         );
         assert_eq!(t.since(t.plus(Duration::from_secs(1))), Duration::ZERO);
         assert_eq!(Timestamp::from(UNIX_EPOCH - Duration::from_micros(5)).0, -5);
+    }
+
+    #[test]
+    fn every_stored_time_renders_the_ends_of_the_range_exactly() {
+        assert_eq!(Timestamp::MIN.to_string(), "0000-01-01T00:00:00.000000Z");
+        assert_eq!(Timestamp::MAX.to_string(), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(Timestamp(-1).to_string(), "1969-12-31T23:59:59.999999Z");
+        // What a `delay_ms` of 10^15 (or u64::MAX) used to store: shown as
+        // the latest writable time instead of failing.
+        let poison = Timestamp(1_700_000_000_000_000).plus(Duration::from_millis(u64::MAX));
+        assert_eq!(poison, Timestamp::MAX);
+        for t in [i64::MIN, i64::MIN + 1, -1_000_000_000_000_000_000, i64::MAX] {
+            let text = Timestamp(t).to_string();
+            assert!(
+                text == Timestamp::MIN.to_string() || text == Timestamp::MAX.to_string(),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            Timestamp(i64::MAX).plus(Duration::from_secs(1)),
+            Timestamp(i64::MAX)
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(1_000_000_000_000_000);
+        assert_eq!(Timestamp::from(far), Timestamp::MAX);
+    }
+
+    /// The time `t` as humantime writes it (years 1970 to 9999 only): an
+    /// independent check of our own formatter.
+    fn humantime_text(t: i64) -> String {
+        humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(t as u64)).to_string()
+    }
+
+    /// Any `i64`, half of them in the writable range.
+    fn any_time() -> impl proptest::strategy::Strategy<Value = i64> {
+        proptest::prop_oneof![proptest::num::i64::ANY, Timestamp::MIN.0..=Timestamp::MAX.0]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rendering_is_total_and_ordered(a in any_time(), b in any_time()) {
+            let (ta, tb) = (Timestamp(a).to_string(), Timestamp(b).to_string());
+            // Fixed width, so text order is time order.
+            proptest::prop_assert_eq!(ta.len(), 27);
+            proptest::prop_assert_eq!(
+                Timestamp(a).clamped().cmp(&Timestamp(b).clamped()),
+                ta.cmp(&tb)
+            );
+            if (0..=Timestamp::MAX.0).contains(&a) {
+                proptest::prop_assert_eq!(&ta, &humantime_text(a));
+                let back = humantime::parse_rfc3339(&ta).unwrap();
+                proptest::prop_assert_eq!(Timestamp::from(back), Timestamp(a));
+            }
+        }
+
+        #[test]
+        fn conversions_round_trip_and_saturate(
+            t in Timestamp::MIN.0..=Timestamp::MAX.0,
+            micros in proptest::num::u64::ANY,
+        ) {
+            let t = Timestamp(t);
+            proptest::prop_assert_eq!(Timestamp::from(t.to_system_time()), t);
+            let d = Duration::from_micros(micros);
+            let later = t.plus(d);
+            proptest::prop_assert!(later >= t && later <= Timestamp::MAX);
+            if later < Timestamp::MAX {
+                proptest::prop_assert_eq!(later.since(t), d);
+            }
+            proptest::prop_assert_eq!(t.since(later), Duration::ZERO);
+            let from_millis = t.plus(Duration::from_millis(micros));
+            proptest::prop_assert!(from_millis <= Timestamp::MAX);
+        }
     }
 }

@@ -2,7 +2,6 @@
 //! jobs.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,9 +12,6 @@ use super::json::{ApiJson, ApiPath, ApiQuery};
 use super::queues::find;
 use super::types::{JobPage, JobView, ListQuery, PriorityBody, PriorityReply, WaitQuery};
 use crate::app::{App, Event, ServerQueue};
-
-/// Longest long-poll.
-const MAX_WAIT: Duration = Duration::from_secs(60);
 
 async fn job(app: &App, id: i64) -> Result<(JobRow, &ServerQueue), ApiError> {
     if id < 1 {
@@ -172,14 +168,9 @@ pub async fn wait(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<(StatusCode, axum::Json<JobView>), ApiError> {
-    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000));
-    if timeout > MAX_WAIT {
-        return Err(ApiError::Unprocessable(format!(
-            "timeout_ms {}: at most {}",
-            timeout.as_millis(),
-            MAX_WAIT.as_millis()
-        )));
-    }
+    let timeout = crate::limits::LONG_POLL
+        .check_ms("timeout_ms", q.timeout_ms.unwrap_or(30_000))
+        .map_err(ApiError::Unprocessable)?;
     let (row, queue) = job(&app, id).await?;
     tokio::select! {
         done = tokio::time::timeout(timeout, queue.queue.wait(row.id)) => match done {

@@ -71,11 +71,17 @@ pub async fn patch(
 ) -> Result<axum::Json<QueueView>, ApiError> {
     let q = find(&app, &name)?;
     // Check everything before changing anything.
-    let rate = match patch.rate {
-        Some(Some(body)) => Some(Some(body.to_rate().map_err(ApiError::Unprocessable)?)),
-        Some(None) => Some(None),
-        None => None,
-    };
+    let patch = patch.check().map_err(ApiError::Unprocessable)?;
+    if let (Some(Some(timeout)), Some(warn)) = (patch.timeout, q.config.warn_after) {
+        // The rule of the configuration file, too.
+        if timeout <= warn {
+            return Err(ApiError::Unprocessable(format!(
+                "timeout_ms {} is not longer than the queue's warn_after ({warn:?}): \
+                 the timeout would cut jobs off before they are reported as hung",
+                timeout.as_millis()
+            )));
+        }
+    }
     let changed = |change: &str| {
         app.emit(Event::Queue {
             queue: name.clone(),
@@ -86,14 +92,12 @@ pub async fn patch(
         q.queue.set_width(width).await?;
         changed("width");
     }
-    if let Some(rate) = rate {
+    if let Some(rate) = patch.rate {
         q.queue.set_rate(rate).await?;
         changed("rate");
     }
-    if let Some(timeout) = patch.timeout_ms {
-        q.queue
-            .set_timeout(timeout.map(std::time::Duration::from_millis))
-            .await?;
+    if let Some(timeout) = patch.timeout {
+        q.queue.set_timeout(timeout).await?;
         changed("timeout");
     }
     match patch.paused {
@@ -111,48 +115,19 @@ pub async fn patch(
 }
 
 fn spec(q: &ServerQueue, body: PutBody) -> Result<JobSpec, ApiError> {
+    let now = q.queue.clock().now().to_system_time();
+    let run_at = body.check(now).map_err(ApiError::Unprocessable)?;
     let mut options = PutOptions::priority(body.priority);
-    if let Some(text) = &body.run_at {
-        let at = super::time::parse_rfc3339(text)
-            .map_err(|e| ApiError::Unprocessable(format!("run_at {e}")))?;
-        // Not before a time that has passed: now.
-        options = options.run_at(at.max(q.queue.clock().now().to_system_time()));
-    }
-    if let Some(ms) = body.delay_ms {
-        if body.run_at.is_some() {
-            return Err(ApiError::Unprocessable(
-                "give run_at or delay_ms, not both".into(),
-            ));
-        }
-        let at = q
-            .queue
-            .clock()
-            .now()
-            .plus(std::time::Duration::from_millis(ms));
-        options = options.run_at(at.to_system_time());
+    if let Some(at) = run_at {
+        options = options.run_at(at);
     }
     if let Some(key) = body.key {
-        if !(1..=255).contains(&key.chars().count()) {
-            return Err(ApiError::Unprocessable(
-                "key must be 1 to 255 characters".into(),
-            ));
-        }
         options = options.key(key);
     }
     if let Some(n) = body.max_attempts {
-        if n == 0 {
-            return Err(ApiError::Unprocessable(
-                "max_attempts must be at least 1".into(),
-            ));
-        }
         options = options.max_attempts(n);
     }
     if let Some(ms) = body.timeout_ms {
-        if ms == 0 {
-            return Err(ApiError::Unprocessable(
-                "timeout_ms must be at least 1".into(),
-            ));
-        }
         options = options.timeout(std::time::Duration::from_millis(ms));
     }
     JobSpec::new(q.config.executor.kind(), &body.args, options).map_err(ApiError::from)

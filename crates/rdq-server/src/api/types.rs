@@ -1,11 +1,13 @@
 //! The API's JSON: what requests carry and responses return.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rdq_store::{JobRow, JobState, QueueSettings, Timestamp};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
+
+use crate::limits;
 
 /// A job.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -75,12 +77,15 @@ impl From<JobRow> for JobView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateBody {
-    /// Launches per period (at least 1).
+    /// Launches per period (1 to 1,000,000).
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub count: u32,
-    /// The period in milliseconds (at least 1).
+    /// The period in milliseconds (1 ms to 1 day).
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub period_ms: u64,
-    /// Launches allowed back to back (default 1).
+    /// Launches allowed back to back (1 to 1,000,000; default 1).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub burst: u32,
 }
 
@@ -89,9 +94,13 @@ fn one() -> u32 {
 }
 
 impl RateBody {
-    /// The rate, or what is wrong with it.
+    /// The rate, or what is wrong with it (each field in its range: see
+    /// [`limits`]).
     pub fn to_rate(self) -> Result<rdq::Rate, String> {
-        rdq::Rate::new(self.count, Duration::from_millis(self.period_ms))
+        limits::RATE_COUNT.check("rate.count", self.count)?;
+        let period = limits::RATE_PERIOD.check_ms("rate.period_ms", self.period_ms)?;
+        limits::RATE_BURST.check("rate.burst", self.burst)?;
+        rdq::Rate::new(self.count, period)
             .and_then(|r| r.with_burst(self.burst))
             .map_err(|e| format!("rate: {e}"))
     }
@@ -125,7 +134,8 @@ pub struct QueueView {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueuePatch {
-    /// New width (0 or more).
+    /// New width (0 to 10,000).
+    #[schema(minimum = 0, maximum = 10_000)]
     pub width: Option<usize>,
     /// New rate, or `null` for none.
     #[serde(default, deserialize_with = "some")]
@@ -133,10 +143,51 @@ pub struct QueuePatch {
     pub rate: Option<Option<RateBody>>,
     /// Pause (`true`) or resume (`false`).
     pub paused: Option<bool>,
-    /// New default timeout in milliseconds, or `null` for none.
+    /// New default timeout in milliseconds (1 ms to 1 day), or `null` for
+    /// none.
     #[serde(default, deserialize_with = "some")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 86_400_000)]
     pub timeout_ms: Option<Option<u64>>,
+}
+
+/// A [`QueuePatch`] whose every value is in its range.
+#[derive(Debug, Clone, Default)]
+pub struct CheckedPatch {
+    /// New width.
+    pub width: Option<usize>,
+    /// New rate, or `Some(None)` for none.
+    pub rate: Option<Option<rdq::Rate>>,
+    /// Pause or resume.
+    pub paused: Option<bool>,
+    /// New default timeout, or `Some(None)` for none.
+    pub timeout: Option<Option<Duration>>,
+}
+
+impl QueuePatch {
+    /// Checks every field against its range (see [`limits`]) before
+    /// anything changes.
+    pub fn check(self) -> Result<CheckedPatch, String> {
+        let width = self
+            .width
+            .map(|w| limits::WIDTH.check("width", w as u64).map(|_| w))
+            .transpose()?;
+        let rate = match self.rate {
+            Some(Some(body)) => Some(Some(body.to_rate()?)),
+            Some(None) => Some(None),
+            None => None,
+        };
+        let timeout = match self.timeout_ms {
+            Some(Some(ms)) => Some(Some(limits::TIMEOUT.check_ms("timeout_ms", ms)?)),
+            Some(None) => Some(None),
+            None => None,
+        };
+        Ok(CheckedPatch {
+            width,
+            rate,
+            paused: self.paused,
+            timeout,
+        })
+    }
 }
 
 /// Present (even as `null`) becomes `Some`; absent stays `None` (by
@@ -159,16 +210,54 @@ pub struct PutBody {
     /// one that has passed means now.
     #[schema(format = DateTime)]
     pub run_at: Option<String>,
-    /// Not before this many milliseconds from now.
+    /// Not before this many milliseconds from now (0 to 10 years).
+    #[schema(minimum = 0, maximum = 315_576_000_000_u64)]
     pub delay_ms: Option<u64>,
     /// Idempotency key: while a live job of the queue has it, the put
     /// returns that job.
     #[schema(min_length = 1, max_length = 255)]
     pub key: Option<String>,
-    /// Runs allowed (default: the queue's).
+    /// Runs allowed (1 to 1,000; default: the queue's).
+    #[schema(minimum = 1, maximum = 1_000)]
     pub max_attempts: Option<u32>,
-    /// Its own timeout in milliseconds.
+    /// Its own timeout in milliseconds (1 ms to 1 day).
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub timeout_ms: Option<u64>,
+}
+
+impl PutBody {
+    /// Checks every field against its range (see [`limits`]): the rule of
+    /// the server and of `rdq put` alike. `now` is the time `delay_ms` and
+    /// `run_at` count from. Returns when the job may run, if given.
+    pub fn check(&self, now: SystemTime) -> Result<Option<SystemTime>, String> {
+        let run_at = match (&self.run_at, self.delay_ms) {
+            (Some(_), Some(_)) => return Err("give run_at or delay_ms, not both".to_owned()),
+            // Any date-time the format allows (years 0000 to 9999): every
+            // stored time renders, so none can poison a listing; one that
+            // has passed means now.
+            (Some(text), None) => Some(
+                crate::api::time::parse_rfc3339(text)
+                    .map_err(|e| format!("run_at {e}"))?
+                    .max(now),
+            ),
+            (None, Some(ms)) => Some(now + limits::DELAY.check_ms("delay_ms", ms)?),
+            (None, None) => None,
+        };
+        if self
+            .key
+            .as_ref()
+            .is_some_and(|k| !(1..=255).contains(&k.chars().count()))
+        {
+            return Err("key must be 1 to 255 characters".to_owned());
+        }
+        if let Some(n) = self.max_attempts {
+            limits::MAX_ATTEMPTS.check("max_attempts", n)?;
+        }
+        if let Some(ms) = self.timeout_ms {
+            limits::TIMEOUT.check_ms("timeout_ms", ms)?;
+        }
+        Ok(run_at)
+    }
 }
 
 /// The answer to a put.
@@ -253,7 +342,7 @@ pub struct PriorityReply {
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Milliseconds, 0 to 60000 (default 30000).
-    #[param(minimum = 0, maximum = 60000)]
+    #[param(minimum = 0, maximum = 60_000)]
     pub timeout_ms: Option<u64>,
 }
 

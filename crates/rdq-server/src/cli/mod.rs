@@ -183,16 +183,18 @@ pub fn duration_arg(option: &str, text: &str) -> Result<std::time::Duration, Cli
         .map_err(|e| CliError::Usage(format!("{option}: {e}")))
 }
 
-/// Whole milliseconds of a positive duration argument, for the API's
-/// `*_ms` fields.
-pub fn millis_arg(option: &str, text: &str) -> Result<u64, CliError> {
+/// Whole milliseconds of a duration argument in `range`, for the API's
+/// `*_ms` fields; the error names the option and the range.
+pub fn millis_arg(
+    option: &str,
+    text: &str,
+    range: crate::limits::Durations,
+) -> Result<u64, CliError> {
     let d = duration_arg(option, text)?;
-    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    if ms == 0 {
-        return Err(CliError::Usage(format!(
-            "{option} {text:?}: give at least 1ms"
-        )));
-    }
+    let d = range.check(option, text, d).map_err(CliError::Usage)?;
+    // Whole milliseconds: "1500us" is 1 ms, and must still be in range.
+    let ms = d.as_millis() as u64;
+    range.check_ms(option, ms).map_err(CliError::Usage)?;
     Ok(ms)
 }
 
@@ -274,18 +276,30 @@ mod tests {
 
     #[test]
     fn durations_are_checked_and_name_the_option() {
-        assert_eq!(millis_arg("--timeout", "1500ms"), Ok(1500));
-        assert_eq!(millis_arg("--delay", "2m"), Ok(120_000));
-        let e = millis_arg("--timeout", "soon").unwrap_err();
+        use crate::limits::{DELAY, TIMEOUT};
+        assert_eq!(millis_arg("--timeout", "1500ms", TIMEOUT), Ok(1500));
+        assert_eq!(millis_arg("--delay", "2m", DELAY), Ok(120_000));
+        assert_eq!(millis_arg("--delay", "0s", DELAY), Ok(0));
+        let e = millis_arg("--timeout", "soon", TIMEOUT).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(
             e.to_string()
                 .starts_with("--timeout: \"soon\" is not a duration"),
             "{e}"
         );
-        assert!(millis_arg("--timeout", "0s")
-            .unwrap_err()
-            .to_string()
-            .contains("at least 1ms"));
+        for (option, text, range) in [
+            ("--timeout", "0s", TIMEOUT),
+            ("--timeout", "500us", TIMEOUT),
+            ("--timeout", "2days", TIMEOUT),
+            ("--delay", "1000000y", DELAY),
+        ] {
+            let e = millis_arg(option, text, range).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(
+                e.to_string().contains(&format!("allowed: {range}"))
+                    || e.to_string().contains(&range.to_string()),
+                "{e}"
+            );
+        }
     }
 }

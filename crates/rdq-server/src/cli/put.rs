@@ -11,6 +11,7 @@ use super::client::Client;
 use super::output::{pretty, print, progress};
 use super::{millis_arg, CliError, Connection};
 use crate::api::types::PutBody;
+use crate::limits;
 
 /// Most jobs in one batch request.
 pub const BATCH_JOBS: usize = 1000;
@@ -82,42 +83,23 @@ impl PutArgs {
             delay_ms: self
                 .delay
                 .as_deref()
-                .map(|d| millis_arg("--delay", d))
+                .map(|d| millis_arg("--delay", d, limits::DELAY))
                 .transpose()?,
             key: self.key.clone(),
             max_attempts: self.max_attempts,
             timeout_ms: self
                 .timeout
                 .as_deref()
-                .map(|t| millis_arg("--timeout", t))
+                .map(|t| millis_arg("--timeout", t, limits::TIMEOUT))
                 .transpose()?,
         })
     }
 }
 
-/// Checks what the server would refuse in a put body, so that a bad job is
-/// caught before anything is sent.
+/// Checks what the server would refuse in a put body (the same rule:
+/// [`PutBody::check`]), so that a bad job is caught before anything is sent.
 pub fn check(body: &PutBody) -> Result<(), String> {
-    if let Some(at) = &body.run_at {
-        crate::api::time::parse_rfc3339(at).map_err(|e| format!("run_at {e}"))?;
-        if body.delay_ms.is_some() {
-            return Err("give run_at or delay_ms, not both".to_owned());
-        }
-    }
-    if body
-        .key
-        .as_ref()
-        .is_some_and(|k| !(1..=255).contains(&k.chars().count()))
-    {
-        return Err("key must be 1 to 255 characters".to_owned());
-    }
-    if body.max_attempts == Some(0) {
-        return Err("max_attempts must be at least 1".to_owned());
-    }
-    if body.timeout_ms == Some(0) {
-        return Err("timeout_ms must be at least 1".to_owned());
-    }
-    Ok(())
+    body.check(std::time::SystemTime::now()).map(drop)
 }
 
 /// A put body as the API's JSON, without the fields left unset.
@@ -455,7 +437,10 @@ mod tests {
             .contains("key must be"));
         assert!(line(r#"{"args": 1, "max_attempts": 0}"#)
             .unwrap_err()
-            .contains("at least 1"));
+            .contains("max_attempts 0 is out of range; allowed: 1 to 1000"));
+        assert!(line(r#"{"args": 1, "delay_ms": 1000000000000000}"#)
+            .unwrap_err()
+            .contains("allowed: 0 to 315576000000"));
         assert!(line(r#"{"args": 1, "run_at": "tomorrow"}"#)
             .unwrap_err()
             .contains("RFC 3339"));

@@ -100,7 +100,9 @@ pub fn queues_table(queues: &[QueueRecord]) -> Table {
             q.count("dead").to_string(),
             q.oldest_pending_age_seconds
                 .filter(|s| s.is_finite() && *s >= 0.0)
-                .map_or_else(|| "-".to_owned(), |s| span(Duration::from_secs_f64(s))),
+                // Whatever the server sent (negative, NaN, huge): no panic.
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .map_or_else(|| "-".to_owned(), span),
             q.held_until
                 .as_deref()
                 .map_or_else(|| "-".to_owned(), relative_text),

@@ -130,6 +130,9 @@ pub async fn wait_one(client: &Client, id: i64, deadline: Instant) -> Waited {
 /// per job, in the order given.
 pub async fn run(client: &Client, a: &WaitArgs) -> Result<(), CliError> {
     let timeout = duration_arg("--timeout", &a.timeout)?;
+    let timeout = crate::limits::WAIT
+        .check("--timeout", &a.timeout, timeout)
+        .map_err(CliError::Usage)?;
     let deadline = Instant::now() + timeout;
     let bar = if a.ids.len() > 1 {
         progress(Some(a.ids.len() as u64), "jobs final")

@@ -11,6 +11,7 @@ use rdq_store::Backoff;
 use super::raw::{RawConfig, RawExecutor, RawQueue};
 use crate::executor::command::{CommandSpec, StdinMode};
 use crate::executor::http::HttpSpec;
+use crate::limits;
 
 /// A configuration error: where, and what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -178,17 +179,43 @@ pub fn parse_rate(text: &str, burst: Option<u32>) -> Result<Rate, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{text:?}: the count must be a whole number; {help}"))?;
-    let period = period.trim();
-    let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
-        parse_duration(period)?
+    let period_text = period.trim();
+    let period = if period_text.starts_with(|c: char| c.is_ascii_digit()) {
+        parse_duration(period_text)?
     } else {
-        parse_duration(&format!("1{period}"))?
+        parse_duration(&format!("1{period_text}"))?
     };
+    limits::RATE_COUNT
+        .check("the count", count)
+        .and_then(|_| limits::RATE_PERIOD.check("the period", period_text, period))
+        .map_err(|e| format!("rate {text:?}: {e}"))?;
     let rate = Rate::new(count, period).map_err(|e| format!("{text:?}: {e}"))?;
     match burst {
-        Some(b) => rate.with_burst(b).map_err(|e| e.to_string()),
+        Some(b) => {
+            limits::RATE_BURST.check("rate_burst", b)?;
+            rate.with_burst(b).map_err(|e| e.to_string())
+        }
         None => Ok(rate),
     }
+}
+
+/// The shortest API token the server takes.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// Whether `token` may guard the API: at least [`MIN_TOKEN_CHARS`]
+/// characters, with no whitespace at either end (a token pasted with a
+/// stray space or newline would match no client, and a blank one guards
+/// nothing). The one rule for `server.token` and `RDQ_TOKEN`.
+pub fn check_token(token: &str) -> Result<(), String> {
+    let chars = token.chars().count();
+    if chars < MIN_TOKEN_CHARS || token.trim() != token {
+        return Err(format!(
+            "the token must be at least {MIN_TOKEN_CHARS} characters, with no whitespace at either end \
+             (this one has {chars} characters{}); generate one with e.g. `openssl rand -hex 24`",
+            if token.trim() != token { ", with whitespace at an end" } else { "" }
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a queue name is usable in a URL and a metric label.
@@ -244,21 +271,21 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         config.db = PathBuf::from(db.into_inner());
     }
     if let Some(token) = server.token {
-        if token.get_ref().len() < 16 {
-            return Err(error(
-                Some(token.span()),
-                "token must be at least 16 characters".into(),
-            ));
-        }
+        check_token(token.get_ref())
+            .map_err(|m| error(Some(token.span()), format!("server.token: {m}")))?;
         config.token = Some(token.into_inner());
     }
     if let Some(size) = server.max_body {
-        config.max_body = parse_size(size.get_ref())
-            .map_err(|m| error(Some(size.span()), format!("max_body: {m}")))?;
+        let text = size.get_ref();
+        config.max_body = parse_size(text)
+            .map_err(|m| format!("server.max_body: {m}"))
+            .and_then(|n| limits::MAX_BODY.check_as("server.max_body", text, n as u64))
+            .map_err(|m| error(Some(size.span()), m))? as usize;
     }
     if let Some(grace) = server.shutdown_grace {
-        config.shutdown_grace = parse_duration(grace.get_ref())
-            .map_err(|m| error(Some(grace.span()), format!("shutdown_grace: {m}")))?;
+        config.shutdown_grace = limits::SHUTDOWN_GRACE
+            .parse("server.shutdown_grace", grace.get_ref())
+            .map_err(|m| error(Some(grace.span()), m))?;
     }
     if let Some(sync) = server.sync {
         config.sync = match sync.get_ref().as_str() {
@@ -288,15 +315,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         ),
     ] {
         if let Some(v) = value {
-            *target = parse_duration(v.get_ref())
-                .ok()
-                .filter(|d| *d >= Duration::from_millis(1))
-                .ok_or_else(|| {
-                    error(
-                        Some(v.span()),
-                        format!("watchdog.{field} = {:?}: give a duration of 1ms or more, e.g. \"500ms\"", v.get_ref()),
-                    )
-                })?;
+            *target = limits::WATCHDOG
+                .parse(&format!("watchdog.{field}"), v.get_ref())
+                .map_err(|m| error(Some(v.span()), m))?;
         }
     }
     if watchdog.tick > watchdog.threshold {
@@ -326,38 +347,39 @@ fn resolve_queue(name: &str, q: RawQueue) -> Result<QueueConfig, Located> {
     let at = |s: std::ops::Range<usize>, field: &str, m: String| {
         (Some(s), format!("queues.{name}.{field}: {m}"))
     };
-    let width = match q.width {
-        Some(w) => usize::try_from(*w.get_ref()).map_err(|_| {
-            at(
-                w.span(),
-                "width",
-                format!("{} is negative; the width is 0 or more", w.get_ref()),
-            )
-        })?,
-        None => 1,
+    // A range error names the setting itself: `queues.NAME.width 20000 is
+    // out of range; allowed: 0 to 10000`.
+    let field = |f: &str| format!("queues.{name}.{f}");
+    let counted = |n: &Option<toml::Spanned<i64>>, f: &str, range: limits::Counts| {
+        n.as_ref()
+            .map(|n| {
+                range
+                    .check(&field(f), *n.get_ref())
+                    .map_err(|m| (Some(n.span()), m))
+            })
+            .transpose()
     };
-    let burst = match q.rate_burst {
-        Some(b) => Some(
-            u32::try_from(*b.get_ref())
-                .ok()
-                .filter(|b| *b > 0)
-                .ok_or_else(|| at(b.span(), "rate_burst", "must be 1 or more".into()))?,
-        ),
-        None => None,
-    };
+    let width = counted(&q.width, "width", limits::WIDTH)?.map_or(1, |w| w as usize);
+    let burst = counted(&q.rate_burst, "rate_burst", limits::RATE_BURST)?.map(|b| b as u32);
     let rate = match q.rate {
         Some(r) => Some(parse_rate(r.get_ref(), burst).map_err(|m| at(r.span(), "rate", m))?),
         None => None,
     };
-    let duration =
-        |d: Option<toml::Spanned<String>>, field: &str| -> Result<Option<Duration>, Located> {
-            d.map(|d| parse_duration(d.get_ref()).map_err(|m| at(d.span(), field, m)))
-                .transpose()
-        };
-    let timeout = duration(q.timeout, "timeout")?;
+    let duration = |d: Option<toml::Spanned<String>>,
+                    f: &str,
+                    range: limits::Durations|
+     -> Result<Option<Duration>, Located> {
+        d.map(|d| {
+            range
+                .parse(&field(f), d.get_ref())
+                .map_err(|m| (Some(d.span()), m))
+        })
+        .transpose()
+    };
+    let timeout = duration(q.timeout, "timeout", limits::TIMEOUT)?;
     let warn_span = q.warn_after.as_ref().map(|w| w.span());
-    let warn_after = duration(q.warn_after, "warn_after")?;
-    if let (Some(warn), Some(t), Some(span)) = (warn_after, timeout, warn_span.clone()) {
+    let warn_after = duration(q.warn_after, "warn_after", limits::TIMEOUT)?;
+    if let (Some(warn), Some(t), Some(span)) = (warn_after, timeout, warn_span) {
         if warn >= t {
             return Err(at(
                 span,
@@ -366,23 +388,12 @@ fn resolve_queue(name: &str, q: RawQueue) -> Result<QueueConfig, Located> {
             ));
         }
     }
-    if warn_after == Some(Duration::ZERO) {
-        return Err(at(
-            warn_span.unwrap_or_default(),
-            "warn_after",
-            "must be longer than zero".into(),
-        ));
-    }
-    let max_attempts = match q.max_attempts {
-        Some(n) => u32::try_from(*n.get_ref())
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| at(n.span(), "max_attempts", "must be 1 or more".into()))?,
-        None => 20,
-    };
-    let base = duration(q.backoff_base, "backoff_base")?.unwrap_or(Duration::from_secs(1));
-    let max =
-        duration(q.backoff_max, "backoff_max")?.unwrap_or(Duration::from_secs(3600).max(base));
+    let max_attempts =
+        counted(&q.max_attempts, "max_attempts", limits::MAX_ATTEMPTS)?.map_or(20, |n| n as u32);
+    let base = duration(q.backoff_base, "backoff_base", limits::BACKOFF)?
+        .unwrap_or(Duration::from_secs(1));
+    let max = duration(q.backoff_max, "backoff_max", limits::BACKOFF)?
+        .unwrap_or(Duration::from_secs(3600).max(base));
     let mut backoff =
         Backoff::exponential(base, max).map_err(|e| (None, format!("queues.{name}: {e}")))?;
     if let Some(j) = q.backoff_jitter {
@@ -390,8 +401,8 @@ fn resolve_queue(name: &str, q: RawQueue) -> Result<QueueConfig, Located> {
             .with_jitter(*j.get_ref())
             .map_err(|e| at(j.span(), "backoff_jitter", e.to_string()))?;
     }
-    let retention =
-        duration(q.retention, "retention")?.unwrap_or(Duration::from_secs(7 * 24 * 3600));
+    let retention = duration(q.retention, "retention", limits::RETENTION)?
+        .unwrap_or(Duration::from_secs(7 * 24 * 3600));
     let Some(executor) = q.executor else {
         return Err((
             None,
@@ -445,14 +456,17 @@ fn resolve_executor(raw: RawExecutor, timeout: Option<Duration>) -> Result<Execu
                     }
                 },
                 output_cap: match output_cap {
-                    Some(c) => parse_size(&c).map_err(|m| format!("output_cap: {m}"))?,
+                    Some(c) => parse_size(&c)
+                        .map_err(|m| format!("output_cap: {m}"))
+                        .and_then(|n| limits::OUTPUT_CAP.check_as("output_cap", &c, n as u64))?
+                        as usize,
                     None => defaults.output_cap,
                 },
                 // The executor runs its own timeout (TERM, grace, KILL); the
                 // queue's is set above it (see `crate::app`).
                 timeout,
                 grace: match grace {
-                    Some(g) => parse_duration(&g).map_err(|m| format!("grace: {m}"))?,
+                    Some(g) => limits::KILL_GRACE.parse("grace", &g)?,
                     None => defaults.grace,
                 },
             };
@@ -491,7 +505,15 @@ mod tests {
         );
         assert_eq!(parse_rate("10/s", Some(5)).unwrap().burst(), 5);
         assert!(parse_rate("ten/s", None).is_err());
-        assert!(parse_rate("0/s", None).unwrap_err().contains("at least 1"));
+        assert!(parse_rate("0/s", None)
+            .unwrap_err()
+            .contains("the count 0 is out of range; allowed: 1 to 1000000"));
+        assert!(parse_rate("1/2d", None)
+            .unwrap_err()
+            .contains("the period \"2d\" is out of range; allowed: 1ms to 1day"));
+        assert!(parse_rate("1/s", Some(0))
+            .unwrap_err()
+            .contains("1 to 1000000"));
         assert!(parse_rate("10", None).unwrap_err().contains("COUNT/PERIOD"));
     }
 
@@ -569,7 +591,7 @@ grace = "2s"
     #[test]
     fn errors_name_the_line_and_the_fix() {
         let cases = [
-            ("[queues.sms]\nwidth = -3\n[queues.sms.executor]\ntype = \"http\"\nurl = \"http://x\"\n", 2, "negative"),
+            ("[queues.sms]\nwidth = -3\n[queues.sms.executor]\ntype = \"http\"\nurl = \"http://x\"\n", 2, "width -3 is out of range; allowed: 0 to 10000"),
             ("[server]\nlisten = \"nowhere\"\n", 2, "not an address"),
             ("[queues.sms]\nrate = \"fast\"\n", 2, "COUNT/PERIOD"),
             ("[queues.sms]\nwidth = 1\n", 1, "has no executor"),
@@ -579,7 +601,9 @@ grace = "2s"
             ("[server]\nsync = \"maybe\"\n", 2, "survives power loss"),
             ("[queues.q.executor]\ntype = \"http\"\nurl = \"ftp://x\"\n", 1, "http"),
             ("[queues.q]\ntimeout = \"5s\"\nwarn_after = \"10s\"\n[queues.q.executor]\ntype = \"http\"\nurl = \"http://x\"\n", 3, "not shorter than the timeout"),
-            ("[watchdog]\nthreshold = \"0ms\"\n", 2, "1ms or more"),
+            ("[watchdog]\nthreshold = \"0ms\"\n", 2, "allowed: 1ms to 1h"),
+            ("[server]\ntoken = \" padded-sixteen-chars\"\n", 2, "no whitespace at either end"),
+            ("[server]\ntoken = \"short\"\n", 2, "at least 16 characters"),
             ("[watchdog]\nspeed = 1\n", 2, "unknown field"),
             ("x = [", 1, ""),
         ];

@@ -179,14 +179,19 @@ fn body_value(bytes: &[u8]) -> serde_json::Value {
     serde_json::Value::String(text)
 }
 
-/// `Retry-After`: delay-seconds or an HTTP date.
+/// `Retry-After`: delay-seconds or an HTTP date, cut to
+/// [`RETRY_DELAY`](crate::limits::RETRY_DELAY) (a day): a target cannot hold
+/// the queue for years, nor push a retry past what a timestamp holds.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+    let delay = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(SystemTime::now()).unwrap_or_default()
+        }
+    };
+    Some(crate::limits::RETRY_DELAY.clamp(delay))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -207,6 +212,9 @@ mod tests {
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        let day = Some(Duration::from_secs(86_400));
+        assert_eq!(parse_retry_after("18446744073709551615"), day);
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"), day);
         let later = SystemTime::now() + Duration::from_secs(30);
         let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
         assert!(

@@ -363,7 +363,7 @@ fn refusals_at_start_say_what_to_fix() {
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("bad.toml:2:") && err.contains("negative"),
+        err.contains("bad.toml:2:") && err.contains("width -2 is out of range"),
         "{err}"
     );
 

@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod command;
 mod e2e;
+mod limits;
 mod processes;
 mod support;
 mod watch;

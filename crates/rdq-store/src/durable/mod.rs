@@ -55,7 +55,7 @@ impl RateSetting {
     pub fn of(rate: Rate) -> Self {
         RateSetting {
             count: rate.count(),
-            period_ms: rate.period().as_millis() as u64,
+            period_ms: millis(rate.period()),
             burst: rate.burst(),
         }
     }
@@ -66,6 +66,11 @@ impl RateSetting {
             .and_then(|r| r.with_burst(self.burst))
             .ok()
     }
+}
+
+/// Whole milliseconds of `d`, saturating (an `as` cast would wrap).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Per-job settings for [`DurableQueue::put`].
@@ -99,9 +104,13 @@ impl PutOptions {
         self
     }
 
-    /// Runs no sooner than `delay` from now.
+    /// Runs no sooner than `delay` from now (a delay past year 9999 means
+    /// [`Timestamp::MAX`]).
     pub fn delay(self, delay: Duration) -> Self {
-        self.run_at(SystemTime::now() + delay)
+        let at = SystemTime::now()
+            .checked_add(delay)
+            .unwrap_or_else(|| Timestamp::MAX.to_system_time());
+        self.run_at(at)
     }
 
     /// Sets the idempotency key.
@@ -532,7 +541,7 @@ impl<S: Store> Builder<S> {
 
     /// Default timeout of each attempt.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.declared.timeout_ms = Some(timeout.as_millis() as u64);
+        self.declared.timeout_ms = Some(millis(timeout));
         self
     }
 
@@ -991,8 +1000,7 @@ impl<S: Store> DurableQueue<S> {
 
     /// Sets or removes the default timeout, now and after restarts.
     pub async fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), DurableError> {
-        self.change(|s| s.timeout_ms = timeout.map(|t| t.as_millis() as u64))
-            .await?;
+        self.change(|s| s.timeout_ms = timeout.map(millis)).await?;
         // As for the width: persisted; a closing queue need not apply it.
         let _ = self.inner.memory.set_timeout(timeout);
         Ok(())

@@ -97,7 +97,10 @@ async fn step<S: Store>(inner: &Arc<Inner<S>>) -> Result<Option<Wait>, crate::St
                 queue: inner.name.clone(),
                 max: free,
                 node: inner.node.clone(),
-                now,
+                // Read again: `now` is as old as the promotion's round trip
+                // to the writer, and puts stamped meanwhile may be claimed
+                // here (the store keeps launched_at ≥ queued_at regardless).
+                now: tracker.clock.now(),
                 lease: inner.lease,
             })
             .await?;
@@ -166,8 +169,8 @@ pub(super) async fn prune<S: Store>(queue: Weak<Inner<S>>) {
     loop {
         {
             let Some(inner) = queue.upgrade() else { return };
-            let before =
-                Timestamp(inner.tracker.clock.now().0 - inner.retention.as_micros() as i64);
+            let retention = i64::try_from(inner.retention.as_micros()).unwrap_or(i64::MAX);
+            let before = Timestamp(inner.tracker.clock.now().0.saturating_sub(retention));
             loop {
                 match inner.store.prune(&inner.name, before, PRUNE_BATCH).await {
                     Ok(PRUNE_BATCH) => {} // maybe more: go on

@@ -122,6 +122,18 @@ pub(crate) fn insert(conn: &Connection, jobs: &[NewJob], now: Timestamp) -> Resu
     Ok(out)
 }
 
+/// A claim's `launched_at`: its clock reading (`?2`), but never before the
+/// job was queued. The producer reads the clock, then waits for the writer;
+/// a put stamped meanwhile can commit first and be claimed with the older
+/// reading. (Wall clocks also step back.) So `queued_at ≤ launched_at`
+/// holds whatever the readings.
+const LAUNCHED_AT: &str = "MAX(?2, queued_at)";
+
+/// An outcome's `finished_at`: its reading (`?3`), but never before the
+/// attempt launched (or, unlaunched, the job was queued), for the same
+/// reason: `launched_at ≤ finished_at` whatever the readings.
+const FINISHED_AT: &str = "MAX(?3, COALESCE(launched_at, queued_at))";
+
 /// The claim's select (see [`claim`]).
 fn claim_select() -> String {
     format!(
@@ -145,16 +157,18 @@ pub(crate) fn claim(conn: &Connection, p: &ClaimParams) -> Result<Vec<JobRow>> {
         .query_map(params![p.queue], row)?
         .take(p.max)
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut update = conn.prepare_cached(
-        "UPDATE rdq_jobs SET state = 'underway', attempt = attempt + 1, launched_at = ?2, \
-         finished_at = NULL, node = ?3, lease_until = ?4 WHERE id = ?1",
-    )?;
+    // A job launches no earlier than it was queued: the claim's reading of
+    // the clock may predate the put of a job it takes (see `LAUNCHED_AT`).
+    let mut update = conn.prepare_cached(&format!(
+        "UPDATE rdq_jobs SET state = 'underway', attempt = attempt + 1, launched_at = {LAUNCHED_AT}, \
+         finished_at = NULL, node = ?3, lease_until = ?4 WHERE id = ?1"
+    ))?;
     let lease_until = p.now.plus(p.lease);
     for job in &mut jobs {
         update.execute(params![job.id.0, p.now.0, p.node, lease_until.0])?;
         job.state = JobState::Underway;
         job.attempt += 1;
-        job.launched_at = Some(p.now);
+        job.launched_at = Some(p.now.max(job.queued_at));
         job.finished_at = None;
         job.node = Some(p.node.clone());
         job.lease_until = Some(lease_until);
@@ -169,31 +183,31 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<Option<JobId
     let changed = match &c.finish {
         Finish::Succeeded { result } => conn
             .prepare_cached(&format!(
-                "UPDATE rdq_jobs SET state = 'succeeded', finished_at = ?3, result = ?4, \
+                "UPDATE rdq_jobs SET state = 'succeeded', finished_at = {FINISHED_AT}, result = ?4, \
                  node = NULL, lease_until = NULL {GUARD}"
             ))?
             .execute(params![c.id.0, c.attempt, c.at.0, result])?,
         Finish::Retry { error, run_at } => conn
             .prepare_cached(&format!(
-                "UPDATE rdq_jobs SET state = 'failed', finished_at = ?3, error = ?4, run_at = ?5, \
+                "UPDATE rdq_jobs SET state = 'failed', finished_at = {FINISHED_AT}, error = ?4, run_at = ?5, \
                  node = NULL, lease_until = NULL {GUARD}"
             ))?
             .execute(params![c.id.0, c.attempt, c.at.0, error, run_at.0])?,
         Finish::Dead { error } => conn
             .prepare_cached(&format!(
-                "UPDATE rdq_jobs SET state = 'dead', finished_at = ?3, error = ?4, \
+                "UPDATE rdq_jobs SET state = 'dead', finished_at = {FINISHED_AT}, error = ?4, \
                  node = NULL, lease_until = NULL {GUARD}"
             ))?
             .execute(params![c.id.0, c.attempt, c.at.0, error])?,
         Finish::Snooze { error, run_at } => conn
             .prepare_cached(&format!(
-                "UPDATE rdq_jobs SET state = 'scheduled', finished_at = ?3, error = ?4, run_at = ?5, \
+                "UPDATE rdq_jobs SET state = 'scheduled', finished_at = {FINISHED_AT}, error = ?4, run_at = ?5, \
                  max_attempts = max_attempts + 1, node = NULL, lease_until = NULL {GUARD}"
             ))?
             .execute(params![c.id.0, c.attempt, c.at.0, error, run_at.0])?,
         Finish::Cancelled => conn
             .prepare_cached(&format!(
-                "UPDATE rdq_jobs SET state = 'cancelled', finished_at = ?3, \
+                "UPDATE rdq_jobs SET state = 'cancelled', finished_at = {FINISHED_AT}, \
                  node = NULL, lease_until = NULL {GUARD}"
             ))?
             .execute(params![c.id.0, c.attempt, c.at.0])?,
@@ -210,7 +224,7 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<Option<JobId
             error,
         } => conn
             .prepare_cached(&format!(
-                "UPDATE rdq_jobs SET state = 'pending', finished_at = ?3, error = ?4, \
+                "UPDATE rdq_jobs SET state = 'pending', finished_at = {FINISHED_AT}, error = ?4, \
                  node = NULL, lease_until = NULL {GUARD}"
             ))?
             .execute(params![c.id.0, c.attempt, c.at.0, error])?,
@@ -250,7 +264,8 @@ pub(crate) fn rescue(
            error = CASE WHEN attempt >= max_attempts \
                    THEN 'orphaned on its last attempt: the node running it stopped without finishing it' \
                    ELSE 'interrupted: the node running it stopped without finishing it' END, \
-           finished_at = CASE WHEN attempt >= max_attempts THEN ?2 ELSE finished_at END, \
+           finished_at = CASE WHEN attempt >= max_attempts \
+                         THEN MAX(?2, COALESCE(launched_at, queued_at)) ELSE finished_at END, \
            node = NULL, lease_until = NULL \
          WHERE state = 'underway' AND (lease_until IS NULL OR lease_until < ?1) \
            AND (?3 IS NULL OR queue = ?3) \
@@ -301,7 +316,8 @@ pub(crate) fn cancel(conn: &Connection, id: JobId, now: Timestamp) -> Result<Can
         st if st.is_final() => Ok(CancelResult::Finished(st)),
         _ => {
             conn.prepare_cached(&format!(
-                "UPDATE rdq_jobs SET state = 'cancelled', finished_at = ?2 WHERE id = ?1 AND {WAITING}"
+                "UPDATE rdq_jobs SET state = 'cancelled', \
+                 finished_at = MAX(?2, COALESCE(launched_at, queued_at)) WHERE id = ?1 AND {WAITING}"
             ))?
             .execute(params![id.0, now.0])?;
             Ok(CancelResult::Cancelled)

@@ -4,7 +4,13 @@
 //! cancel / reprioritize / rescue / time passing run against the store and
 //! against a plain model. After every step each job's state, attempt and
 //! priority match the model; claims return exactly the model's next jobs in
-//! launch order; and a job in a final state never changes again.
+//! launch order; a job in a final state never changes again; and every job's
+//! timeline is in order: `queued_at ≤ launched_at ≤ finished_at`.
+//!
+//! Claims, outcomes and cancels carry clock readings that may lag the time of
+//! the puts before them by up to a second: a producer reads the time, then
+//! waits for the writer while a put is stamped and committed (how the demo
+//! once showed jobs launched 357 ms before they were queued).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,13 +40,16 @@ enum Op {
         delay: Option<u64>,
         max_attempts: u32,
     },
-    Claim(usize),
+    /// At most this many, with a clock reading this many ms behind.
+    Claim(usize, u64),
     Outcome {
         job: usize,
         verdict: Verdict,
         stale: bool,
+        /// The reading's lag, in ms.
+        lag: u64,
     },
-    Cancel(usize),
+    Cancel(usize, u64),
     Retry(usize),
     Reprioritize(usize, i32),
     Rescue,
@@ -60,15 +69,39 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (-2..3i32, proptest::option::weighted(0.3, 1..20u64), 1..4u32)
             .prop_map(|(priority, delay, max_attempts)| Op::Insert { priority, delay, max_attempts }),
-        3 => (1..4usize).prop_map(Op::Claim),
-        4 => (any::<usize>(), verdict, proptest::bool::weighted(0.15))
-            .prop_map(|(job, verdict, stale)| Op::Outcome { job, verdict, stale }),
-        1 => any::<usize>().prop_map(Op::Cancel),
+        3 => (1..4usize, lag()).prop_map(|(max, lag)| Op::Claim(max, lag)),
+        4 => (any::<usize>(), verdict, proptest::bool::weighted(0.15), lag())
+            .prop_map(|(job, verdict, stale, lag)| Op::Outcome { job, verdict, stale, lag }),
+        1 => (any::<usize>(), lag()).prop_map(|(j, lag)| Op::Cancel(j, lag)),
         1 => any::<usize>().prop_map(Op::Retry),
         1 => (any::<usize>(), -2..3i32).prop_map(|(j, p)| Op::Reprioritize(j, p)),
         1 => Just(Op::Rescue),
         2 => (1..15u64).prop_map(Op::Pass),
     ]
+}
+
+/// How far behind the latest put a clock reading may be, in ms: mostly not.
+fn lag() -> impl Strategy<Value = u64> {
+    prop_oneof![3 => Just(0u64), 1 => 1..1000u64]
+}
+
+/// A reading `lag_ms` behind `now`.
+fn behind(now: Timestamp, lag_ms: u64) -> Timestamp {
+    Timestamp(now.0 - lag_ms as i64 * 1000)
+}
+
+/// `queued_at ≤ launched_at ≤ finished_at`, each where present.
+fn timeline_in_order(row: &rdq_store::JobRow) -> Result<(), TestCaseError> {
+    let launched = row.launched_at.unwrap_or(row.queued_at);
+    prop_assert!(
+        row.queued_at <= launched && row.finished_at.is_none_or(|f| launched <= f),
+        "job {} out of order: queued {:?}, launched {:?}, finished {:?}",
+        row.id,
+        row.queued_at,
+        row.launched_at,
+        row.finished_at
+    );
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -125,13 +158,13 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     },
                 );
             }
-            Op::Claim(max) => {
+            Op::Claim(max, lag) => {
                 let claimed: Vec<JobId> = store
                     .claim(ClaimParams {
                         queue: "q".into(),
                         max,
                         node: "n".into(),
-                        now,
+                        now: behind(now, lag),
                         lease: Duration::from_secs(3600),
                     })
                     .await
@@ -157,6 +190,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 job,
                 verdict,
                 stale,
+                lag,
             } => {
                 let Some(id) = pick(job) else { continue };
                 let m = model[&id].clone();
@@ -190,7 +224,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     id,
                     attempt,
                     finish,
-                    at: now,
+                    at: behind(now, lag),
                 });
                 store.flush().await.unwrap();
                 if m.state == JobState::Underway && attempt == m.attempt {
@@ -216,9 +250,9 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
             }
-            Op::Cancel(i) => {
+            Op::Cancel(i, lag) => {
                 let Some(id) = pick(i) else { continue };
-                let got = store.cancel(id, now).await.unwrap();
+                let got = store.cancel(id, behind(now, lag)).await.unwrap();
                 let m = model.get_mut(&id).unwrap();
                 match m.state {
                     JobState::Underway => prop_assert!(matches!(got, CancelResult::Underway(_))),
@@ -301,6 +335,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 "job {}",
                 id
             );
+            timeline_in_order(&row)?;
         }
     }
     store.close().await.unwrap();
@@ -315,4 +350,66 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(run(ops))?;
     }
+}
+
+/// The demo's ordering, reproduced: a producer reads the time, a put is
+/// stamped 357 ms later and commits, then the producer's claim (carrying the
+/// older reading) takes the new job, and its outcome carries an older reading
+/// still. The stored timeline must stay in order anyway.
+#[test]
+fn a_claim_with_a_reading_older_than_the_put_still_launches_after_it() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("t.db"), SqliteOptions::default())
+            .await
+            .unwrap();
+        let read_by_producer = T0;
+        let put_at = T0.plus(Duration::from_millis(357));
+        let job = NewJob {
+            queue: "q".into(),
+            kind: "k".into(),
+            args: "null".into(),
+            priority: -1,
+            run_at: None,
+            max_attempts: 1,
+            key: None,
+            timeout: None,
+        };
+        let id = store.insert_many(vec![job], put_at).await.unwrap()[0].id;
+        let claimed = store
+            .claim(ClaimParams {
+                queue: "q".into(),
+                max: 1,
+                node: "n".into(),
+                now: read_by_producer,
+                lease: Duration::from_secs(60),
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert!(
+            claimed[0].launched_at >= Some(put_at),
+            "claimed with launched_at {:?} before queued_at {put_at:?}",
+            claimed[0].launched_at
+        );
+        store.complete(Completion {
+            id,
+            attempt: 1,
+            finish: Finish::Succeeded { result: None },
+            at: read_by_producer,
+        });
+        store.flush().await.unwrap();
+        let row = store.get(id).await.unwrap().unwrap();
+        assert_eq!(row.state, JobState::Succeeded);
+        assert_eq!(
+            row.launched_at, claimed[0].launched_at,
+            "memory and store agree"
+        );
+        timeline_in_order(&row).unwrap();
+        store.close().await.unwrap();
+    });
 }
