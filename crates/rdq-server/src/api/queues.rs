@@ -63,7 +63,9 @@ pub async fn get(
 #[utoipa::path(patch, path = "/api/v1/queues/{name}", tag = "queues",
     params(("name" = String, Path, description = "The queue")),
     request_body = QueuePatch,
-    responses((status = 200, body = QueueView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = QueueView), (status = 404, body = ErrorBody),
+        (status = 409, description = "The timeout is not longer than the queue's warn_after", body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn patch(
     State(app): State<Arc<App>>,
     ApiPath(name): ApiPath<String>,
@@ -73,9 +75,11 @@ pub async fn patch(
     // Check everything before changing anything.
     let patch = patch.check().map_err(ApiError::Unprocessable)?;
     if let (Some(Some(timeout)), Some(warn)) = (patch.timeout, q.config.warn_after) {
-        // The rule of the configuration file, too.
+        // The rule of the configuration file, too. A conflict with the
+        // queue's state (409), not a value out of its range (422): the same
+        // timeout is fine on a queue with a shorter warn_after.
         if timeout <= warn {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(ApiError::Conflict(format!(
                 "timeout_ms {} is not longer than the queue's warn_after ({warn:?}): \
                  the timeout would cut jobs off before they are reported as hung",
                 timeout.as_millis()
