@@ -232,29 +232,42 @@ async fn one_job_underway(base: &str, target: &Target) {
     }
 }
 
+/// A server (run under `wrapper`, if any) whose one job is underway at a
+/// target that answers it after `answer`; `grace` to stop.
+async fn a_job_underway(
+    dir: &Path,
+    answer: Duration,
+    grace: &str,
+    wrapper: &[&str],
+) -> (Target, Rdq) {
+    let target = Target::start().await;
+    target.script([Answer {
+        delay: answer,
+        ..Answer::status(200)
+    }]);
+    let cfg = config(dir, &target.url, grace);
+    let rdq = Rdq::spawn(&dir.join("rdq.db"), Some(&cfg), wrapper);
+    one_job_underway(&rdq.base(), &target).await;
+    (target, rdq)
+}
+
+/// How rdq exited (within `within`), and what it wrote to stderr.
+async fn exit_of(rdq: Rdq, within: Duration) -> (Option<i32>, String) {
+    tokio::task::spawn_blocking(move || rdq.exit_within(within))
+        .await
+        .unwrap()
+}
+
 /// GNU `timeout` sends SIGTERM to rdq and then to its process group, a
 /// fraction of a millisecond apart. That is one request to stop: rdq stops
 /// gracefully (the job underway finishes) and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_signals_close_together_are_one_graceful_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let target = Target::start().await;
-    target.script([Answer {
-        delay: Duration::from_millis(4500),
-        ..Answer::status(200)
-    }]);
-    let cfg = config(dir.path(), &target.url, "20s");
-    let rdq = Rdq::spawn(
-        &dir.path().join("rdq.db"),
-        Some(&cfg),
-        &["timeout", "--preserve-status", "3"],
-    );
-    let base = rdq.base();
-    one_job_underway(&base, &target).await;
-    let (code, stderr) =
-        tokio::task::spawn_blocking(move || rdq.exit_within(Duration::from_secs(30)))
-            .await
-            .unwrap();
+    let wrapper = ["timeout", "--preserve-status", "3"];
+    let (_target, rdq) =
+        a_job_underway(dir.path(), Duration::from_millis(4500), "20s", &wrapper).await;
+    let (code, stderr) = exit_of(rdq, Duration::from_secs(30)).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("signal received: shutting down"),
@@ -273,25 +286,14 @@ async fn two_signals_close_together_are_one_graceful_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_soon_after_the_first_is_the_same_request() {
     let dir = tempfile::tempdir().unwrap();
-    let target = Target::start().await;
-    target.script([Answer {
-        delay: Duration::from_millis(1500),
-        ..Answer::status(200)
-    }]);
-    let cfg = config(dir.path(), &target.url, "20s");
-    let rdq = Rdq::spawn(&dir.path().join("rdq.db"), Some(&cfg), &[]);
-    let base = rdq.base();
-    one_job_underway(&base, &target).await;
+    let (target, rdq) = a_job_underway(dir.path(), Duration::from_millis(1500), "20s", &[]).await;
     rdq.signal(libc::SIGTERM);
     rdq.until("first signal handled", |r| {
         r.stderr().contains("signal received: shutting down")
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
     rdq.signal(libc::SIGTERM);
-    let (code, stderr) =
-        tokio::task::spawn_blocking(move || rdq.exit_within(Duration::from_secs(30)))
-            .await
-            .unwrap();
+    let (code, stderr) = exit_of(rdq, Duration::from_secs(30)).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("stopped: unfinished jobs are back to pending"),
@@ -305,15 +307,7 @@ async fn a_second_signal_soon_after_the_first_is_the_same_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_second_signal_forces_the_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let target = Target::start().await;
-    target.script([Answer {
-        delay: Duration::from_secs(60),
-        ..Answer::status(200)
-    }]);
-    let cfg = config(dir.path(), &target.url, "60s");
-    let rdq = Rdq::spawn(&dir.path().join("rdq.db"), Some(&cfg), &[]);
-    let base = rdq.base();
-    one_job_underway(&base, &target).await;
+    let (_target, rdq) = a_job_underway(dir.path(), Duration::from_secs(60), "60s", &[]).await;
     rdq.signal(libc::SIGTERM);
     rdq.until("first signal handled", |r| {
         r.stderr().contains("signal received: shutting down")
@@ -321,10 +315,7 @@ async fn a_later_second_signal_forces_the_stop() {
     // Past the window in which a second signal is the same request.
     tokio::time::sleep(rdq_server::shutdown::SAME_REQUEST + Duration::from_millis(300)).await;
     rdq.signal(libc::SIGTERM);
-    let (code, stderr) =
-        tokio::task::spawn_blocking(move || rdq.exit_within(Duration::from_secs(10)))
-            .await
-            .unwrap();
+    let (code, stderr) = exit_of(rdq, Duration::from_secs(10)).await;
     assert_eq!(code, Some(130), "{stderr}");
     assert!(stderr.contains("second signal"), "{stderr}");
 }

@@ -4,25 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::{job, now};
 use rdq_store::sqlite::{SqliteOptions, SqliteStore};
-use rdq_store::{NewJob, Store, StoreError, Timestamp};
-
-fn job() -> NewJob {
-    NewJob {
-        queue: "q".into(),
-        kind: "k".into(),
-        args: "1".into(),
-        priority: 0,
-        run_at: None,
-        max_attempts: 2,
-        key: None,
-        timeout: None,
-    }
-}
-
-fn now() -> Timestamp {
-    Timestamp::from(std::time::SystemTime::now())
-}
+use rdq_store::{Store, StoreError};
 
 async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
     SqliteStore::open(path, SqliteOptions::default()).await

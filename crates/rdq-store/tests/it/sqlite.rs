@@ -2,25 +2,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use crate::support::{job, now};
 use rdq_store::sqlite::{SqliteOptions, SqliteStore, SyncLevel};
-use rdq_store::{ClaimParams, JobState, NewJob, Store, StoreError, Timestamp};
-
-fn job() -> NewJob {
-    NewJob {
-        queue: "q".into(),
-        kind: "k".into(),
-        args: "1".into(),
-        priority: 0,
-        run_at: None,
-        max_attempts: 2,
-        key: None,
-        timeout: None,
-    }
-}
-
-fn now() -> Timestamp {
-    Timestamp::from(std::time::SystemTime::now())
-}
+use rdq_store::{ClaimParams, JobState, NewJob, Store, StoreError};
 
 #[tokio::test]
 async fn a_missing_directory_is_named() {

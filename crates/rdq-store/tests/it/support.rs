@@ -31,3 +31,22 @@ impl TempStore {
         }
     }
 }
+
+/// A plain job of queue `q`, kind `k`.
+pub(crate) fn job() -> rdq_store::NewJob {
+    rdq_store::NewJob {
+        queue: "q".into(),
+        kind: "k".into(),
+        args: "1".into(),
+        priority: 0,
+        run_at: None,
+        max_attempts: 2,
+        key: None,
+        timeout: None,
+    }
+}
+
+/// The wall clock as a stored timestamp.
+pub(crate) fn now() -> rdq_store::Timestamp {
+    rdq_store::Timestamp::from(std::time::SystemTime::now())
+}
