@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{job, now};
+use crate::support::{is_root, job, now};
 use rdq_store::sqlite::{SqliteOptions, SqliteStore};
 use rdq_store::{Store, StoreError};
 
@@ -199,17 +199,6 @@ fn assert_busy(err: &StoreError, path: &Path) {
             && msg.contains("stop that program"),
         "{msg}"
     );
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// A file or directory nobody may write, undone when dropped. Mode bits do

@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::{job, now};
+use crate::support::{is_root, job, now};
 use rdq_store::sqlite::{SqliteOptions, SqliteStore, SyncLevel};
 use rdq_store::{ClaimParams, JobState, NewJob, Store, StoreError};
 
@@ -24,7 +24,7 @@ async fn a_missing_directory_is_named() {
 #[tokio::test]
 async fn an_unwritable_directory_says_permission_denied() {
     // As root, mode bits do not stop writes; sysfs refuses new files to all.
-    let (path, _keep) = if rustix_is_root() {
+    let (path, _keep) = if is_root() {
         (std::path::PathBuf::from("/sys/rdq-test.db"), None)
     } else {
         let dir = tempfile::tempdir().unwrap();
@@ -39,17 +39,6 @@ async fn an_unwritable_directory_says_permission_denied() {
         msg.contains("cannot open") && msg.to_lowercase().contains("permission denied"),
         "{msg}"
     );
-}
-
-fn rustix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 #[tokio::test]

@@ -50,3 +50,15 @@ pub(crate) fn job() -> rdq_store::NewJob {
 pub(crate) fn now() -> rdq_store::Timestamp {
     rdq_store::Timestamp::from(std::time::SystemTime::now())
 }
+
+/// Whether the tests run as root (where file modes do not stop writes).
+pub(crate) fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
