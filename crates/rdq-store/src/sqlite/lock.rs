@@ -29,6 +29,18 @@
 //! so the store keeps its descriptor open until every SQLite connection of
 //! the store is closed (see `Shared`'s `Drop` in `sqlite/mod.rs`).
 //!
+//! # Within one process
+//!
+//! A `flock` belongs to an open file description, and a child process
+//! holds a copy of every descriptor of its parent between its `fork` and
+//! its `exec` (even close-on-exec ones). So a store closed by a process
+//! that spawns children (the command executor does) can stay locked for
+//! that instant after `close`. The process keeps its own table of the files
+//! it holds locked: a file in that table is refused at once (another store
+//! of this process has it open); a file locked, per the kernel, by this very
+//! process but not in the table is such a leftover copy, and the lock is
+//! tried again for up to [`LEFTOVER_WAIT`].
+//!
 //! # Creating the file
 //!
 //! When the file does not exist yet, the store creates it (empty: SQLite
@@ -41,14 +53,69 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::error::{Result, StoreError};
 
 /// Held for the store's lifetime; unlocked when dropped.
 #[derive(Debug)]
 pub(crate) struct LockFile {
+    // Fields drop in order: the locks go before the table entry.
     _db: File,
     _sidecar: File,
+    _registered: Registered,
+}
+
+/// This process's entry for a locked file in [`HELD`], removed when dropped.
+#[derive(Debug)]
+struct Registered((u64, u64));
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        held().retain(|k| *k != self.0);
+    }
+}
+
+/// The files this process holds locked, by (device, inode).
+static HELD: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+/// How long a lock this process let go of, but a child's leftover copy of
+/// its descriptor still holds, is tried again. A child execs within
+/// microseconds, milliseconds on a loaded machine.
+pub(crate) const LEFTOVER_WAIT: Duration = Duration::from_secs(2);
+
+fn held() -> std::sync::MutexGuard<'static, Vec<(u64, u64)>> {
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `try_lock`, tried again for up to [`LEFTOVER_WAIT`] unless the kernel
+/// names another process as the holder: a holder that is this very process
+/// is a child's leftover copy of a descriptor this process closed (see
+/// "Within one process"). Where `/proc/locks` cannot tell, every refusal
+/// takes that long.
+/// `key`, the database file's: once another store of this process has
+/// registered it, waiting is pointless.
+fn try_lock_patiently(
+    file: &File,
+    key: Option<(u64, u64)>,
+) -> std::result::Result<(), TryLockError> {
+    let deadline = std::time::Instant::now() + LEFTOVER_WAIT;
+    loop {
+        match file.try_lock() {
+            // Another process's lock is final; ours, or one already gone
+            // when the kernel's table was read (the leftover copy closed in
+            // between), is worth another try.
+            Err(TryLockError::WouldBlock)
+                if flock_holder(file).is_none_or(|pid| pid == std::process::id())
+                    && key.is_none_or(|key| !held().contains(&key))
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// `<db>.lock`.
@@ -83,7 +150,17 @@ impl LockFile {
             ));
         }
         let sidecar_path = lock_path(&real);
-        match file.try_lock() {
+        let key = match &ours {
+            Ok(m) => (m.dev(), m.ino()),
+            Err(_) => unreachable!("checked above"),
+        };
+        if held().contains(&key) {
+            return Err(StoreError::Locked {
+                path: db.to_owned(),
+                pid: Some(std::process::id()),
+            });
+        }
+        match try_lock_patiently(&file, Some(key)) {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 return Err(StoreError::Locked {
@@ -98,6 +175,8 @@ impl LockFile {
                 })
             }
         }
+        held().push(key);
+        let registered = Registered(key);
         let mut sidecar = OpenOptions::new()
             .read(true)
             .write(true)
@@ -105,7 +184,7 @@ impl LockFile {
             .truncate(false)
             .open(&sidecar_path)
             .map_err(|source| StoreError::open(&sidecar_path, source))?;
-        match sidecar.try_lock() {
+        match try_lock_patiently(&sidecar, None) {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut text = String::new();
@@ -133,6 +212,7 @@ impl LockFile {
             LockFile {
                 _db: file,
                 _sidecar: sidecar,
+                _registered: registered,
             },
             real,
         ))

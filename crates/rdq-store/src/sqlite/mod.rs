@@ -140,6 +140,11 @@ impl Drop for Shared {
     /// SQLite lock this process holds on the file (POSIX locks belong to
     /// the process, not the descriptor).
     fn drop(&mut self) {
+        // Readers first: see `close`.
+        self.readers
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let (ops, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.ops, ops));
         for t in std::mem::take(self.threads.get_mut().unwrap_or_else(|e| e.into_inner())) {
@@ -364,6 +369,14 @@ impl SqliteStore {
     /// on any clone fail with [`StoreError::Closed`].
     pub async fn close(&self) -> Result<()> {
         self.flush().await?;
+        // Readers first, so that the writer's connection, the only
+        // read-write one, is the last to close: only then does SQLite
+        // checkpoint and delete the log (`-wal`), every time.
+        self.shared
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.send(Op::Shutdown)?;
         let threads = std::mem::take(
             &mut *self
@@ -379,9 +392,10 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Internal(format!("closing panicked: {e}")))?;
-        // The writer is gone; close the readers too (closing the lock's
-        // descriptor drops the SQLite locks of this process on the file),
-        // then let another process (or a reopen) have the file.
+        // Every connection is closed (a read that raced with this close
+        // put its reader back: close it too). Closing the lock's descriptor
+        // drops the SQLite locks of this process on the file, so only now
+        // let another process (or a reopen) have the file.
         self.shared
             .readers
             .lock()

@@ -329,12 +329,22 @@ async fn a_read_only_file_system_is_named_with_the_fix() {
     store.insert_many(vec![job()], now()).await.unwrap();
     store.close().await.unwrap();
     drop(store);
-    let remounted = std::process::Command::new("mount")
-        .args(["-o", "remount,ro"])
-        .arg(fs.dir.path())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(remounted, "remount read-only");
+    // A child of this test binary (other tests spawn some) holds a copy of
+    // every descriptor between its fork and its exec, and a file open for
+    // writing makes the remount busy: try again for a while.
+    let remount = || {
+        std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(fs.dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !remount() {
+        assert!(std::time::Instant::now() < deadline, "remount read-only");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let err = SqliteStore::open(&path, SqliteOptions::default())
         .await
         .unwrap_err();
