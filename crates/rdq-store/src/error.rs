@@ -37,8 +37,9 @@ pub enum StoreError {
         /// How long the store waited for the lock.
         waited: std::time::Duration,
     },
-    /// Another process holds the database.
-    #[error("{} is in use by another process{}; stop that process or use another file", path.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    /// Another process holds the database (or, when `pid` is this
+    /// process's, another store of this process has it open).
+    #[error("{}", locked_message(path, *pid))]
     Locked {
         /// The database file.
         path: PathBuf,
@@ -252,6 +253,23 @@ fn open_fix(path: &Path, e: &std::io::Error) -> String {
 
 /// The store's result type.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn locked_message(path: &std::path::Path, pid: Option<u32>) -> String {
+    match pid {
+        Some(p) if p == std::process::id() => format!(
+            "{} is already open by another store of this process (pid {p}); close that store first",
+            path.display()
+        ),
+        Some(p) => format!(
+            "{} is in use by another process (pid {p}); stop that process or use another file",
+            path.display()
+        ),
+        None => format!(
+            "{} is in use by another process; stop that process or use another file",
+            path.display()
+        ),
+    }
+}
 
 #[cfg(test)]
 mod tests {
