@@ -58,6 +58,11 @@ async fn a_second_opener_learns_who_holds_the_file() {
     assert!(err
         .to_string()
         .contains(&format!("pid {}", std::process::id())));
+    assert!(
+        err.to_string()
+            .contains("already open by another store of this process"),
+        "{err}"
+    );
     first.close().await.unwrap();
     drop(first);
     SqliteStore::open(&path, SqliteOptions::default())
