@@ -14,16 +14,29 @@
 //! bucket is removed as soon as it holds no live job: no stale entry can stay
 //! behind to confuse the dispatcher later (the classic fault this type avoids).
 //!
-//! An id → priority index finds a job's bucket in `O(1)`.
+//! Finding a job by id (cancel, reprioritize) searches each bucket by binary
+//! search, `O(b log n)` for `b` distinct priorities, which is a handful in
+//! practice. Only a queue with many distinct priorities (more than
+//! `INDEX_ABOVE`) keeps an id → priority index, built when it gets there and
+//! dropped when it falls back to `INDEX_BELOW`: a million pending jobs at a
+//! few priorities pay neither the index's memory (17–35 bytes a job, with
+//! the hash table's growth) nor its cost on every put and launch (a profile
+//! of B1 put a fifth of the queue's time in that table).
 //!
-//! Memory per job: the bucket entry (id, payload) plus about 17–35 bytes of
-//! index, depending on the hash table's fill.
+//! Memory per job: the bucket entry (id, payload), with the bucket's
+//! capacity doubling.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::FxHashMap;
 
 use super::job::Priority;
+
+/// Distinct priorities beyond which an id index is kept ...
+const INDEX_ABOVE: usize = 64;
+
+/// ... and at or below which it is dropped again.
+const INDEX_BELOW: usize = 16;
 
 /// Tombstones tolerated in a bucket before it is swept, at the least.
 const SWEEP_MIN: usize = 32;
@@ -40,6 +53,16 @@ impl<T> Bucket<T> {
         Bucket {
             slots: VecDeque::new(),
             live: 0,
+        }
+    }
+
+    /// Whether a live job with this id is here.
+    fn holds(&self, id: u64) -> bool {
+        match (self.slots.front(), self.slots.back()) {
+            (Some((first, _)), Some((last, _))) if (*first..=*last).contains(&id) => self
+                .position(id)
+                .is_ok_and(|pos| self.slots[pos].1.is_some()),
+            _ => false,
         }
     }
 
@@ -95,34 +118,75 @@ impl<T> Bucket<T> {
 #[derive(Debug)]
 pub(crate) struct Pending<T> {
     buckets: BTreeMap<Priority, Bucket<T>>,
-    index: FxHashMap<u64, Priority>,
+    len: usize,
+    /// id → priority, kept only while there are many buckets (see the
+    /// module docs).
+    index: Option<FxHashMap<u64, Priority>>,
 }
 
 impl<T> Pending<T> {
     pub(crate) fn new() -> Self {
         Pending {
             buckets: BTreeMap::new(),
-            index: FxHashMap::default(),
+            len: 0,
+            index: None,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.index.len()
+        self.len
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len == 0
     }
 
     /// Adds a job. Ids must be unique; a job put after every job here (the
     /// common case) is appended in `O(1)`.
     pub(crate) fn push(&mut self, id: u64, priority: Priority, value: T) {
-        let previous = self.index.insert(id, priority);
-        debug_assert!(previous.is_none(), "job {id} pushed twice");
+        debug_assert!(self.find(id).is_none(), "job {id} pushed twice");
+        self.insert(id, priority, value);
+        self.len += 1;
+        match &mut self.index {
+            Some(index) => {
+                index.insert(id, priority);
+            }
+            None if self.buckets.len() > INDEX_ABOVE => self.build_index(),
+            None => {}
+        }
+    }
+
+    fn insert(&mut self, id: u64, priority: Priority, value: T) {
         self.buckets
             .entry(priority)
             .or_insert_with(Bucket::new)
             .insert_sorted(id, value);
+    }
+
+    fn build_index(&mut self) {
+        let mut index = FxHashMap::default();
+        index.reserve(self.len);
+        index.extend(self.iter().map(|(id, priority, _)| (id, priority)));
+        self.index = Some(index);
+    }
+
+    /// Drops the index once few buckets are left.
+    fn shrink_index(&mut self) {
+        if self.index.is_some() && self.buckets.len() <= INDEX_BELOW {
+            self.index = None;
+        }
+    }
+
+    /// The priority of a pending job.
+    fn find(&self, id: u64) -> Option<Priority> {
+        match &self.index {
+            Some(index) => index.get(&id).copied(),
+            None => self
+                .buckets
+                .iter()
+                .find(|(_, bucket)| bucket.holds(id))
+                .map(|(priority, _)| *priority),
+        }
     }
 
     /// Removes and returns the job that launches next.
@@ -135,28 +199,41 @@ impl<T> Pending<T> {
             entry.remove();
         }
         let (id, value) = popped.expect("a bucket in the map holds a live job");
-        self.index.remove(&id);
+        self.len -= 1;
+        if let Some(index) = &mut self.index {
+            index.remove(&id);
+            self.shrink_index();
+        }
         Some((id, priority, value))
     }
 
     /// Removes a job by id.
     pub(crate) fn remove(&mut self, id: u64) -> Option<(Priority, T)> {
-        let priority = self.index.remove(&id)?;
+        let priority = self.find(id)?;
         let value = self.take_from_bucket(id, priority);
+        self.len -= 1;
+        if let Some(index) = &mut self.index {
+            index.remove(&id);
+            self.shrink_index();
+        }
         Some((priority, value))
     }
 
     /// Moves a job to another priority, keeping its put order among equals.
     /// Returns the old priority, or `None` if the job is not pending.
     pub(crate) fn reprioritize(&mut self, id: u64, priority: Priority) -> Option<Priority> {
-        let slot = self.index.get_mut(&id)?;
-        let old = std::mem::replace(slot, priority);
+        let old = self.find(id)?;
         if old != priority {
             let value = self.take_from_bucket(id, old);
-            self.buckets
-                .entry(priority)
-                .or_insert_with(Bucket::new)
-                .insert_sorted(id, value);
+            self.insert(id, priority, value);
+            match &mut self.index {
+                Some(index) => {
+                    index.insert(id, priority);
+                    self.shrink_index();
+                }
+                None if self.buckets.len() > INDEX_ABOVE => self.build_index(),
+                None => {}
+            }
         }
         Some(old)
     }
@@ -164,12 +241,12 @@ impl<T> Pending<T> {
     fn take_from_bucket(&mut self, id: u64, priority: Priority) -> T {
         let std::collections::btree_map::Entry::Occupied(mut entry) = self.buckets.entry(priority)
         else {
-            unreachable!("index names a bucket that does not exist");
+            unreachable!("find named a bucket that does not exist");
         };
         let value = entry
             .get_mut()
             .take(id)
-            .expect("index names a job its bucket does not hold");
+            .expect("find named a job its bucket does not hold");
         if entry.get().live == 0 {
             entry.remove();
         }
@@ -197,7 +274,8 @@ impl<T> Pending<T> {
                     .filter_map(|(id, v)| v.map(|v| (id, priority, v))),
             );
         }
-        self.index.clear();
+        self.len = 0;
+        self.index = None;
         out
     }
 }
@@ -279,19 +357,47 @@ mod tests {
         Reprioritize(usize, Priority),
     }
 
-    fn op() -> impl Strategy<Value = Op> {
+    /// Operations over priorities drawn from `priorities`: a few (the
+    /// common case, no index) or many (the index is built and dropped as the
+    /// bucket count crosses its thresholds).
+    fn op(priorities: std::ops::Range<i32>) -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (-3..4i32).prop_map(Op::Push),
+            4 => priorities.clone().prop_map(Op::Push),
             2 => Just(Op::Pop),
             2 => any::<usize>().prop_map(Op::Remove),
-            2 => (any::<usize>(), -3..4i32).prop_map(|(i, p)| Op::Reprioritize(i, p)),
+            2 => (any::<usize>(), priorities).prop_map(|(i, p)| Op::Reprioritize(i, p)),
         ]
+    }
+
+    #[test]
+    fn the_index_comes_and_goes_with_the_number_of_priorities() {
+        let mut p = Pending::new();
+        for id in 0..=INDEX_ABOVE as u64 {
+            assert!(p.index.is_none());
+            p.push(id, id as Priority, id);
+        }
+        assert_eq!(p.index.as_ref().map(|i| i.len()), Some(INDEX_ABOVE + 1));
+        assert_eq!(p.remove(40).map(|(pr, v)| (pr, v)), Some((40, 40)));
+        assert_eq!(p.reprioritize(41, 0), Some(41));
+        assert_eq!(p.index.as_ref().map(|i| i[&41]), Some(0));
+        while p.buckets.len() > INDEX_BELOW {
+            assert!(p.index.is_some());
+            p.pop();
+        }
+        assert!(p.index.is_none());
+        let left = p.len();
+        assert_eq!(p.drain().len(), left);
     }
 
     proptest! {
         /// Against a plain vector sorted by (priority, id) after each step.
         #[test]
-        fn matches_sorted_vec(ops in proptest::collection::vec(op(), 1..300)) {
+        fn matches_sorted_vec(
+            ops in prop_oneof![
+                proptest::collection::vec(op(-3..4), 1..300),
+                proptest::collection::vec(op(0..150), 1..400),
+            ]
+        ) {
             let mut p = Pending::new();
             let mut model: Vec<(Priority, u64)> = Vec::new();
             let mut next = 1u64;
@@ -319,6 +425,10 @@ mod tests {
                 prop_assert_eq!(p.len(), model.len());
                 let got: Vec<_> = p.iter().map(|(id, pr, _)| (pr, id)).collect();
                 prop_assert_eq!(&got, &model);
+                if let Some(index) = &p.index {
+                    prop_assert_eq!(index.len(), model.len());
+                    prop_assert!(model.iter().all(|(pr, id)| index.get(id) == Some(pr)));
+                }
             }
         }
     }
