@@ -1,5 +1,7 @@
 //! B6: B1 with the stall watchdog watching every job, against B1 without it,
-//! in the same process: interleaved rounds, the median of the on/off ratios.
+//! in the same process: interleaved rounds, the median of the per-round
+//! watched ÷ unwatched ratios. `value` is the watched rate, `baseline` the
+//! unwatched one.
 //! Also the cost the watchdog adds to one poll (a micro-benchmark).
 
 use std::convert::Infallible;
@@ -74,6 +76,7 @@ pub(crate) fn run(quick: bool) -> Report {
         .expect("runtime");
     let mut ratios = Vec::new();
     let mut on_rates = Vec::new();
+    let mut off_rates = Vec::new();
     for round in 0..rounds {
         let (on, off) = if round % 2 == 0 {
             let off = rt.block_on(async { tokio::spawn(queue(n, false)).await.expect("round") });
@@ -89,10 +92,11 @@ pub(crate) fn run(quick: bool) -> Report {
             )
         };
         on_rates.push(n as f64 / on.as_secs_f64());
+        off_rates.push(n as f64 / off.as_secs_f64());
         ratios.push(off.as_secs_f64() / on.as_secs_f64());
     }
+    let spread = crate::report::range(&ratios);
     let ratio = median(&mut ratios);
-    let spread = (ratios[0], ratios[ratios.len() - 1]);
     let (direct, watched) = per_poll(polls);
     let added = watched - direct;
     let mut detail = serde_json::Map::new();
@@ -122,14 +126,19 @@ pub(crate) fn run(quick: bool) -> Report {
         ((added * 100.0).round() / 100.0).into(),
     );
     detail.insert("poll_target".into(), "<= 15 ns added per poll".into());
+    detail.insert(
+        "baseline_is".into(),
+        "the same queue, unwatched (B1's scenario), rounds interleaved".into(),
+    );
     Report {
         id: "B6",
-        metric: "watched_over_unwatched",
-        value: (ratio * 1000.0).round() / 1000.0,
-        baseline: Some(median(&mut on_rates).round()),
-        ratio: Some((ratio * 1000.0).round() / 1000.0),
-        target: ">= 0.97 x B1 and <= 15 ns per poll".into(),
-        pass: ratio >= 0.97 && added <= 15.0,
+        metric: "jobs_per_s",
+        value: median(&mut on_rates).round(),
+        baseline: Some(median(&mut off_rates).round()),
+        ratio: Some(crate::report::round3(ratio)),
+        target: ">= 0.97 x unwatched (ratio) and <= 15 ns added per poll (detail.poll_ns_added)"
+            .into(),
+        pass: Some(ratio >= 0.97 && added <= 15.0),
         detail,
     }
 }

@@ -12,18 +12,77 @@ pub(crate) struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) ratio: Option<f64>,
     pub(crate) target: String,
-    pub(crate) pass: bool,
+    /// Against `target`; `None` where the scenario has no target (it is
+    /// reported for comparison only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) pass: Option<bool>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub(crate) detail: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Report {
-    pub(crate) fn print(&self) {
-        println!(
-            "{}",
-            serde_json::to_string(self).expect("a report serializes")
-        );
+    /// The JSON line.
+    pub(crate) fn json(&self) -> String {
+        serde_json::to_string(self).expect("a report serializes")
     }
+
+    /// A row of the Markdown table (see [`markdown`]).
+    fn row(&self) -> String {
+        let num = |x: Option<f64>| x.map_or_else(String::new, fmt_number);
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            self.id,
+            self.metric,
+            fmt_number(self.value),
+            num(self.baseline),
+            num(self.ratio),
+            self.target.replace('|', "\\|"),
+            match self.pass {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "n/a",
+            }
+        )
+    }
+}
+
+/// A number as a reader wants it: thousands grouped, at most 3 decimals.
+fn fmt_number(x: f64) -> String {
+    if x.abs() >= 1000.0 {
+        let digits = format!("{:.0}", x.abs());
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        if x < 0.0 {
+            grouped.insert(0, '-');
+        }
+        grouped
+    } else {
+        let s = format!("{x:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+/// The README's Benchmarks table: one row per report, then the context
+/// (`context` lines, e.g. the command and the machine).
+pub(crate) fn markdown(reports: &[Report], context: &[String]) -> String {
+    let mut out = String::from(
+        "| id | metric | value | baseline | ratio | target | pass |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in reports {
+        out.push_str(&r.row());
+        out.push('\n');
+    }
+    out.push('\n');
+    for line in context {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 pub(crate) fn median(values: &mut [f64]) -> f64 {
@@ -34,4 +93,18 @@ pub(crate) fn median(values: &mut [f64]) -> f64 {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
+}
+
+/// `x` rounded to three decimals, for ratios.
+pub(crate) fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The smallest and largest of `values`.
+pub(crate) fn range(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }

@@ -364,6 +364,19 @@ impl SqliteStore {
         self.shared.recovered
     }
 
+    /// Waits until every write requested before this call, outcomes
+    /// included, is committed and synced to disk (`fdatasync` of the log),
+    /// at either [`SyncLevel`]. Outcomes are otherwise synced within
+    /// `sync_interval`; this is for a caller that must know they are durable
+    /// now (a benchmark's clock, a test of power loss).
+    pub async fn sync(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Sync(Box::new(move |r| {
+            let _ = tx.send(r);
+        })))?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Writes everything queued, checkpoints, stops the store's threads and
     /// releases the file, even while clones of this store exist. Later calls
     /// on any clone fail with [`StoreError::Closed`].

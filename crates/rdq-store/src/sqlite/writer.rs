@@ -92,6 +92,9 @@ pub(crate) enum Op {
     Complete(Completion),
     /// Answer once everything before it is committed.
     Flush(Done),
+    /// Answer once everything before it is committed and synced to disk,
+    /// whatever the sync level.
+    Sync(Done),
     /// Commit what came before, then stop: later requests fail as closed.
     Shutdown,
 }
@@ -241,6 +244,10 @@ impl Writer {
                 txn.urgent = true;
                 txn.at_commit.push(done);
             }
+            Op::Sync(done) => {
+                txn.urgent = true;
+                txn.at_sync.push(done);
+            }
             Op::Shutdown => {}
         }
         Ok(())
@@ -293,7 +300,7 @@ fn unanswered(ops: Vec<Op>) -> Vec<Done> {
                 tracing::error!(job = %c.id, "a job's outcome was not recorded; it will run again");
                 None
             }
-            Op::Flush(done) => Some(done),
+            Op::Flush(done) | Op::Sync(done) => Some(done),
             Op::Shutdown => None,
         })
         .collect()
