@@ -6,6 +6,9 @@
 //! store's finished events) and then synced (`SqliteStore::sync`). The
 //! databases live on a real disk (see [`crate::disk`]); each JSON line says
 //! which file system, and what is synced when.
+//!
+//! `RDQ_BENCH_PHASES=1` prints, for W1-process and W2, when the store was
+//! open, the queue built, the last outcome committed and synced.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -365,11 +368,17 @@ async fn process_round(
     let work = Work::default();
     let start = Instant::now();
     let store = open(dir).await;
+    let opened = start.elapsed();
     let mut events = store.finished_events();
     let q = queue(&store, width, false, sleep, &work).await;
+    let built = start.elapsed();
     await_finished(&mut events, n).await;
+    let finished = start.elapsed();
     store.sync().await.expect("sync");
     let elapsed = start.elapsed();
+    if std::env::var_os("RDQ_BENCH_PHASES").is_some() {
+        eprintln!("opened {opened:?} built {built:?} finished {finished:?} synced {elapsed:?}");
+    }
     q.stop(Duration::from_secs(1)).await.expect("stop");
     check_all_succeeded(&q, n).await;
     store.close().await.expect("close");

@@ -6,6 +6,7 @@
 //! stdout gets only the Markdown table that the README's Benchmarks section
 //! is made of (see `scripts/bench-table`).
 
+mod alloc;
 mod b1;
 mod b2;
 mod b3;
@@ -18,6 +19,9 @@ mod report;
 use std::process::ExitCode;
 
 use report::Report;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
 
 /// Every scenario, in the order a full run takes them.
 const ALL: [&str; 10] = [
@@ -60,10 +64,21 @@ fn machine() -> String {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, n] = args.as_slice() {
+        if flag == "--b3-child" {
+            let Ok(n) = n.parse() else {
+                eprintln!("rdq-bench: --b3-child takes a number of jobs, not {n:?}");
+                return ExitCode::from(2);
+            };
+            b3::child_main(n);
+            return ExitCode::SUCCESS;
+        }
+    }
     let mut quick = false;
     let mut markdown = false;
     let mut ids = Vec::new();
-    for arg in std::env::args().skip(1) {
+    for arg in args {
         match arg.as_str() {
             "--quick" => quick = true,
             "--markdown" => markdown = true,
