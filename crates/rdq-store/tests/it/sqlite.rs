@@ -198,6 +198,28 @@ async fn normal_sync_level_acknowledges_at_commit() {
     );
 }
 
+/// `sync` is answered by the syncer after its `fdatasync`, not at the next
+/// `sync_interval` (an hour here), and at either sync level.
+#[tokio::test]
+async fn sync_waits_for_the_disk_not_for_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        sync: SyncLevel::Normal,
+        sync_interval: std::time::Duration::from_secs(3600),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(dir.path().join("x.db"), options)
+        .await
+        .unwrap();
+    store.insert_many(vec![job(); 10], now()).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), store.sync())
+        .await
+        .expect("sync answered long before the interval")
+        .unwrap();
+    store.close().await.unwrap();
+    assert!(matches!(store.sync().await, Err(StoreError::Closed)));
+}
+
 #[tokio::test]
 async fn a_closed_store_says_so() {
     let dir = tempfile::tempdir().unwrap();
