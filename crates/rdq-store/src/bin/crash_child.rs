@@ -1,11 +1,12 @@
-//! The child process of the `kill -9` crash test (`tests/it/crash.rs`); not
-//! a tool.
+//! The child process of the `kill -9` crash test (`tests/it/crash.rs`) and
+//! of the power-loss test (`tests/it/powerloss.rs`); not a tool.
 //!
 //! ```text
-//! rdq-crash-child <db path> <total jobs N>
+//! rdq-crash-child <db path> <total jobs N> [full|normal [<sync interval ms>]]
 //! ```
 //!
-//! It opens the SQLite store at the default sync level, runs the queue
+//! It opens the SQLite store at the given sync level (default `full`, with
+//! the default `sync_interval` unless one is given), runs the queue
 //! `crash` (width 8) and makes sure it holds the jobs `job-0` .. `job-<N-1>`
 //! of kind `work`: it lists the keys already stored, in any state, and puts
 //! the missing ones in order, in paced batches of 25. (An idempotency key only dedupes
@@ -18,10 +19,12 @@
 //! against what it printed. Lines go out whole, in one write each (a batch's
 //! `ack` lines in one), flushed:
 //!
-//! * `ack <key> <id>`, once a put that holds the job has returned (the job is
-//!   committed and synced);
+//! * `open`, once the store is open;
+//! * `ack <key> <id>`, once a put that holds the job has returned (at `full`,
+//!   the job is committed and synced; at `normal`, committed);
 //! * `start <key> <id> <attempt>`, when the handler begins a run of the job,
 //!   before it does anything else;
+//! * `puts-done`, once every missing job is put (at once if none was);
 //! * `all-done`, last, after the store is closed.
 //!
 //! Bad arguments: a one-line message on stderr and exit code 2.
@@ -31,7 +34,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rdq_store::sqlite::{SqliteOptions, SqliteStore};
+use rdq_store::sqlite::{SqliteOptions, SqliteStore, SyncLevel};
 use rdq_store::{
     DurableQueue, HandlerError, JobContext, JobId, JobSpec, JobState, ListParams, PutOptions, Store,
 };
@@ -71,16 +74,10 @@ fn say(text: &str) {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (path, total) = match args.as_slice() {
-        [path, n] => match n.parse::<u64>() {
-            Ok(n) => (path.clone(), n),
-            Err(e) => {
-                eprintln!("rdq-crash-child: bad job count {n:?}: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        _ => {
-            eprintln!("usage: rdq-crash-child <db path> <total jobs N> (the crash test's child)");
+    let (path, total, options) = match parse(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("rdq-crash-child: {e}");
             return ExitCode::from(2);
         }
     };
@@ -88,7 +85,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a Tokio runtime");
-    match runtime.block_on(run(&path, total)) {
+    match runtime.block_on(run(&path, total, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rdq-crash-child: {e}");
@@ -97,8 +94,41 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(path: &str, total: u64) -> Result<(), Box<dyn std::error::Error>> {
-    let store = SqliteStore::open(path, SqliteOptions::default()).await?;
+/// The arguments: the path, `N` and the store's options.
+fn parse(args: &[String]) -> Result<(String, u64, SqliteOptions), String> {
+    const USAGE: &str = "usage: rdq-crash-child <db path> <total jobs N> \
+                         [full|normal [<sync interval ms>]] (the crash tests' child)";
+    let (path, n, rest) = match args {
+        [path, n, rest @ ..] if rest.len() <= 2 => (path, n, rest),
+        _ => return Err(USAGE.to_owned()),
+    };
+    let total = n
+        .parse::<u64>()
+        .map_err(|e| format!("bad job count {n:?}: {e}"))?;
+    let mut options = SqliteOptions::default();
+    if let Some(level) = rest.first() {
+        options.sync = match level.as_str() {
+            "full" => SyncLevel::Full,
+            "normal" => SyncLevel::Normal,
+            other => return Err(format!("bad sync level {other:?} (full or normal)")),
+        };
+    }
+    if let Some(ms) = rest.get(1) {
+        let ms = ms
+            .parse::<u64>()
+            .map_err(|e| format!("bad sync interval {ms:?}: {e}"))?;
+        options.sync_interval = Duration::from_millis(ms);
+    }
+    Ok((path.clone(), total, options))
+}
+
+async fn run(
+    path: &str,
+    total: u64,
+    options: SqliteOptions,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let store = SqliteStore::open(path, options).await?;
+    say("open\n");
     let stored = stored_keys(&store).await?;
 
     let q = DurableQueue::builder(store.clone(), QUEUE)
@@ -128,6 +158,7 @@ async fn run(path: &str, total: u64) -> Result<(), Box<dyn std::error::Error>> {
         say(&lines);
         tokio::time::sleep(PUT_PACE).await;
     }
+    say("puts-done\n");
 
     loop {
         let counts = q.counts().await?;
