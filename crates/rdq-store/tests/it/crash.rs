@@ -34,12 +34,12 @@
 //! per round, at least 3000, and a round lets up to twice its share of puts
 //! be acknowledged, so most rounds find puts to cut) and `RDQ_CRASH_SEED`
 //! the seed of the kill plans; the seed is printed, so a failure's kill
-//! plans can be replayed (the child's own pace still varies).
+//! plans can be replayed (the child's own pace still varies). No check
+//! depends on timing. See the report with `--nocapture`.
 //!
 //! `kill -9` leaves what the child wrote with the kernel, synced or not, so
 //! this test cannot tell a put acknowledged after its `fdatasync` from one
 //! acknowledged at its commit: the power-loss test (`powerloss.rs`) can.
-//! No check depends on timing. See the report with `--nocapture`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

@@ -43,7 +43,11 @@
 //! the C library, which is linked dynamically, so they go through the
 //! dynamic linker and the shim gets them. The test checks that it saw
 //! syncs of the log and of the directory (only SQLite syncs the directory),
-//! and prints how many it saw of each.
+//! and prints how many it saw of each. (Checked once against `strace -f`
+//! of a child run with checkpoints: 95 `fdatasync` and 64 `fsync` of the
+//! log, 3 `fsync` of the database, 2 of a journal and 4 of the directory,
+//! the same counts as the shim's snapshots; no `msync`, `sync_file_range`
+//! or `syncfs`.)
 //!
 //! The directory is modelled strictly: a new file's name survives only once
 //! the directory itself is synced (ext4 also keeps it after the file's own
