@@ -114,8 +114,9 @@ impl ChildRun {
 pub(crate) struct Running {
     child: Child,
     lines: Receiver<String>,
-    stdout: JoinHandle<()>,
-    stderr: JoinHandle<String>,
+    /// The readers of its stdout and stderr; taken by [`Running::run`].
+    stdout: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<String>>,
     started: Instant,
 }
 
@@ -153,8 +154,8 @@ impl Running {
         Running {
             child,
             lines,
-            stdout,
-            stderr,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
             started: Instant::now(),
         }
     }
@@ -218,10 +219,16 @@ impl Running {
         let ran = self.started.elapsed();
         // What it printed before it died, not yet read.
         lines.extend(self.lines.iter());
-        self.stdout.join().expect("stdout reader");
+        if let Some(reader) = self.stdout.take() {
+            reader.join().expect("stdout reader");
+        }
         ChildRun {
             lines,
-            stderr: self.stderr.join().expect("stderr reader"),
+            stderr: self
+                .stderr
+                .take()
+                .map(|reader| reader.join().expect("stderr reader"))
+                .unwrap_or_default(),
             status,
             killed,
             ran,
@@ -241,6 +248,17 @@ impl Running {
             }
             std::thread::sleep(left.min(Duration::from_millis(5)));
         }
+    }
+}
+
+impl Drop for Running {
+    /// A test that fails while its child runs kills it, rather than leave it
+    /// running (or unreaped) after the test.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
     }
 }
 
