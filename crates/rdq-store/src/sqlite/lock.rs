@@ -226,9 +226,7 @@ impl LockFile {
             real,
         ))
     }
-}
 
-impl LockFile {
     /// `fsync` of the database file, through this lock's descriptor. The
     /// store must not open a descriptor of its own for that: closing it
     /// would drop every POSIX lock this process holds on the file, SQLite's
