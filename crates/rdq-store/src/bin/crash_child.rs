@@ -1,11 +1,13 @@
-//! The child process of the `kill -9` crash test (`tests/it/crash.rs`); not
-//! a tool.
+//! The child process of the `kill -9` crash test (`tests/it/crash.rs`) and
+//! of the power-loss test (`tests/it/powerloss.rs`); not a tool.
 //!
 //! ```text
 //! rdq-crash-child <db path> <total jobs N>
+//!     [--sync full|normal] [--sync-interval-ms <ms>] [--checkpoint-every-ms <ms>]
 //! ```
 //!
-//! It opens the SQLite store at the default sync level, runs the queue
+//! It opens the SQLite store with the given sync level and `sync_interval`
+//! (by default those of [`SqliteOptions::default`]), runs the queue
 //! `crash` (width 8) and makes sure it holds the jobs `job-0` .. `job-<N-1>`
 //! of kind `work`: it lists the keys already stored, in any state, and puts
 //! the missing ones in order, in paced batches of 25. (An idempotency key only dedupes
@@ -14,24 +16,36 @@
 //! succeeded, stops the queue, closes the store and exits 0. A run of a job
 //! sleeps 8 to 16 ms, the same for the job on every run.
 //!
+//! With `--checkpoint-every-ms`, a thread of its own checkpoints the log
+//! that often, as the store's syncer does once the log passes 16 MB
+//! (`PASSIVE`, on a connection of its own at `synchronous = NORMAL`): the
+//! power-loss test's rounds are too short to reach that size, and this puts
+//! checkpoints, and the writer starting the log over, under its cuts.
+//!
 //! The test kills it with `SIGKILL` at random points and checks the file
 //! against what it printed. Lines go out whole, in one write each (a batch's
 //! `ack` lines in one), flushed:
 //!
-//! * `ack <key> <id>`, once a put that holds the job has returned (the job is
-//!   committed and synced);
+//! * `open`, once the store is open;
+//! * `ack <key> <id>`, once a put that holds the job has returned (at `full`,
+//!   the job is committed and synced; at `normal`, committed);
 //! * `start <key> <id> <attempt>`, when the handler begins a run of the job,
 //!   before it does anything else;
+//! * `puts-done`, once every missing job is put (at once if none was);
 //! * `all-done`, last, after the store is closed.
 //!
 //! Bad arguments: a one-line message on stderr and exit code 2.
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rdq_store::sqlite::{SqliteOptions, SqliteStore};
+use rdq_store::sqlite::{SqliteOptions, SqliteStore, SyncLevel};
 use rdq_store::{
     DurableQueue, HandlerError, JobContext, JobId, JobSpec, JobState, ListParams, PutOptions, Store,
 };
@@ -69,18 +83,20 @@ fn say(text: &str) {
     let _ = out.flush();
 }
 
+/// What the arguments ask for.
+struct Args {
+    path: String,
+    total: u64,
+    options: SqliteOptions,
+    checkpoint_every: Option<Duration>,
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (path, total) = match args.as_slice() {
-        [path, n] => match n.parse::<u64>() {
-            Ok(n) => (path.clone(), n),
-            Err(e) => {
-                eprintln!("rdq-crash-child: bad job count {n:?}: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        _ => {
-            eprintln!("usage: rdq-crash-child <db path> <total jobs N> (the crash test's child)");
+    let args = match parse(&args) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("rdq-crash-child: {e}");
             return ExitCode::from(2);
         }
     };
@@ -88,7 +104,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a Tokio runtime");
-    match runtime.block_on(run(&path, total)) {
+    match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rdq-crash-child: {e}");
@@ -97,8 +113,96 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(path: &str, total: u64) -> Result<(), Box<dyn std::error::Error>> {
-    let store = SqliteStore::open(path, SqliteOptions::default()).await?;
+fn parse(args: &[String]) -> Result<Args, String> {
+    const USAGE: &str = "usage: rdq-crash-child <db path> <total jobs N> [--sync full|normal] \
+                         [--sync-interval-ms <ms>] [--checkpoint-every-ms <ms>] \
+                         (the crash tests' child)";
+    let [path, n, flags @ ..] = args else {
+        return Err(USAGE.to_owned());
+    };
+    let total = n
+        .parse::<u64>()
+        .map_err(|e| format!("bad job count {n:?}: {e}"))?;
+    let mut parsed = Args {
+        path: path.clone(),
+        total,
+        options: SqliteOptions::default(),
+        checkpoint_every: None,
+    };
+    let ms = |flag: &str, value: &str| {
+        value
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|e| format!("bad {flag} {value:?}: {e}"))
+    };
+    for pair in flags.chunks(2) {
+        match pair {
+            [flag, level] if flag == "--sync" => {
+                parsed.options.sync = match level.as_str() {
+                    "full" => SyncLevel::Full,
+                    "normal" => SyncLevel::Normal,
+                    other => return Err(format!("bad sync level {other:?} (full or normal)")),
+                };
+            }
+            [flag, value] if flag == "--sync-interval-ms" => {
+                parsed.options.sync_interval = ms(flag, value)?;
+            }
+            [flag, value] if flag == "--checkpoint-every-ms" => {
+                parsed.checkpoint_every = Some(ms(flag, value)?);
+            }
+            _ => return Err(USAGE.to_owned()),
+        }
+    }
+    Ok(parsed)
+}
+
+/// The `--checkpoint-every-ms` thread; stopped and joined when dropped.
+struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: PathBuf, every: Duration) -> Result<Checkpointer, rusqlite::Error> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.execute_batch("PRAGMA busy_timeout = 0; PRAGMA synchronous = NORMAL;")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(every);
+                // A busy log is checkpointed next time, as in the syncer.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+        });
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let Args {
+        path,
+        total,
+        options,
+        checkpoint_every,
+    } = args;
+    let store = SqliteStore::open(&path, options).await?;
+    say("open\n");
+    let checkpointer = checkpoint_every
+        .map(|every| Checkpointer::start(store.path().to_owned(), every))
+        .transpose()?;
     let stored = stored_keys(&store).await?;
 
     let q = DurableQueue::builder(store.clone(), QUEUE)
@@ -128,6 +232,7 @@ async fn run(path: &str, total: u64) -> Result<(), Box<dyn std::error::Error>> {
         say(&lines);
         tokio::time::sleep(PUT_PACE).await;
     }
+    say("puts-done\n");
 
     loop {
         let counts = q.counts().await?;
@@ -138,6 +243,9 @@ async fn run(path: &str, total: u64) -> Result<(), Box<dyn std::error::Error>> {
     }
     q.stop(Duration::from_secs(5)).await?;
     drop(q);
+    // Its connection closed first, so that the store's is the last and
+    // removes the log.
+    drop(checkpointer);
     store.close().await?;
     say("all-done\n");
     Ok(())

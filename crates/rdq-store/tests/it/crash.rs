@@ -4,8 +4,13 @@
 //! A child process (`rdq-crash-child`, `src/bin/crash_child.rs`) puts
 //! `N` keyed jobs into a SQLite store, printing `ack <key> <id>` once a
 //! put returned, and runs them, printing `start <key> <id> <attempt>` as each
-//! run begins. Each round starts the child, lets it run for a random time and
-//! kills it with `SIGKILL`; then the test opens the file (which recovers the
+//! run begins. Each round starts the child and kills it with `SIGKILL` at a
+//! random point of its puts: after a random number of `ack` lines following
+//! its first, or a random time after that first one, whichever comes first
+//! (a run with nothing left to put is killed a random time after its
+//! `puts-done`). The kills thus spread over the whole put phase, with jobs
+//! running beside the puts; the report says how many landed while puts were
+//! being acknowledged. Then the test opens the file (which recovers the
 //! jobs left underway, and shows the dead process's lock is gone) and checks:
 //!
 //! * every job ever acknowledged is there, with the acknowledged id;
@@ -26,20 +31,24 @@
 //! before the commit; the put was never acknowledged).
 //!
 //! `RDQ_CRASH_ROUNDS` sets the number of kill rounds (default 20; `N` is 150
-//! per round, at least 3000, so most rounds find work to cut) and
-//! `RDQ_CRASH_SEED` the seed of the kill times; the seed is printed, so a
-//! failure's kill times can be replayed (the child's own pace still varies).
-//! No check depends on timing. See the report with `--nocapture`.
+//! per round, at least 3000, and a round lets up to twice its share of puts
+//! be acknowledged, so most rounds find puts to cut) and `RDQ_CRASH_SEED`
+//! the seed of the kill plans; the seed is printed, so a failure's kill
+//! plans can be replayed (the child's own pace still varies). No check
+//! depends on timing. See the report with `--nocapture`.
+//!
+//! `kill -9` leaves what the child wrote with the kernel, synced or not, so
+//! this test cannot tell a put acknowledged after its `fdatasync` from one
+//! acknowledged at its commit: the power-loss test (`powerloss.rs`) can.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rdq_store::sqlite::{SqliteOptions, SqliteStore};
-use rdq_store::{JobId, JobRow, JobState, ListParams, RescueReport, Store};
+use rdq_store::{JobRow, JobState, RescueReport};
+
+use crate::child::{self, all_rows, ChildRun, KillPlan, Rng, Running};
 
 /// Jobs the child puts and runs (`N`): this many per kill round, so that
 /// there is work left to cut in most rounds however many there are ...
@@ -48,14 +57,16 @@ const JOBS_PER_ROUND: u64 = 150;
 /// ... and at least this many.
 const MIN_JOBS: u64 = 3000;
 
-/// The child's queue.
-const QUEUE: &str = "crash";
-
 /// Kill rounds unless `RDQ_CRASH_ROUNDS` says otherwise.
 const DEFAULT_ROUNDS: usize = 20;
 
-/// A kill round lets the child run between these many milliseconds.
-const RUN_MS: std::ops::RangeInclusive<u64> = 30..=400;
+/// A round's kill comes at most this many milliseconds after the child's
+/// first `ack` (or its `puts-done`).
+const KILL_DELAY_MS: std::ops::RangeInclusive<u64> = 0..=150;
+
+/// How long a killed round may take before the kill comes anyway (a child
+/// that neither acknowledges a put nor says it has none to put).
+const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the last round, which is not killed, may take.
 const FINAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,127 +77,6 @@ const SHOWN: usize = 20;
 /// A job as the test tells it apart: its id and its key. (An id alone is not
 /// enough: the id of an insert that never committed can be given again.)
 type Job = (i64, String);
-
-/// SplitMix64: a small deterministic generator for the kill times.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn in_range(&mut self, range: &std::ops::RangeInclusive<u64>) -> u64 {
-        range.start() + self.next() % (range.end() - range.start() + 1)
-    }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: impl FnOnce() -> T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid number")),
-        Err(_) => default(),
-    }
-}
-
-/// One run of the child.
-struct ChildRun {
-    /// Whole lines it printed on stdout.
-    lines: Vec<String>,
-    /// What it printed on stderr.
-    stderr: String,
-    status: ExitStatus,
-    /// Whether the test killed it (rather than it exiting by itself).
-    killed: bool,
-    ran: Duration,
-}
-
-struct Running {
-    child: Child,
-    stdout: JoinHandle<Vec<String>>,
-    stderr: JoinHandle<String>,
-    started: Instant,
-}
-
-impl Running {
-    fn spawn(db: &Path, jobs: u64) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rdq-crash-child"))
-            .arg(db)
-            .arg(jobs.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the crash child starts");
-        let out = child.stdout.take().expect("piped stdout");
-        let mut err = child.stderr.take().expect("piped stderr");
-        // Lines are whole when they end in a newline: the child writes each
-        // batch of lines in one write, so only that can be cut.
-        let stdout = std::thread::spawn(move || {
-            let mut out = BufReader::new(out);
-            let mut lines = Vec::new();
-            let mut line = String::new();
-            while matches!(out.read_line(&mut line), Ok(n) if n > 0) {
-                if let Some(whole) = line.strip_suffix('\n') {
-                    lines.push(whole.to_owned());
-                }
-                line.clear();
-            }
-            lines
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        Running {
-            child,
-            stdout,
-            stderr,
-            started: Instant::now(),
-        }
-    }
-
-    /// Waits until the child exits or `limit` has passed since it started;
-    /// whether it exited.
-    fn wait_until(&mut self, limit: Duration) -> Option<ExitStatus> {
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait on the child") {
-                return Some(status);
-            }
-            let left = limit.saturating_sub(self.started.elapsed());
-            if left.is_zero() {
-                return None;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(5)));
-        }
-    }
-
-    /// Lets it run for `limit`, then kills it with `SIGKILL` if it is still
-    /// running; returns everything it printed.
-    fn run_for(mut self, limit: Duration) -> ChildRun {
-        let (status, killed) = match self.wait_until(limit) {
-            Some(status) => (status, false),
-            None => {
-                self.child.kill().expect("SIGKILL to the child");
-                (self.child.wait().expect("wait for the child"), true)
-            }
-        };
-        let ran = self.started.elapsed();
-        ChildRun {
-            lines: self.stdout.join().expect("stdout reader"),
-            stderr: self.stderr.join().expect("stderr reader"),
-            status,
-            killed,
-            ran,
-        }
-    }
-}
 
 /// What happened to one job (one id and key) over all rounds.
 #[derive(Default)]
@@ -252,7 +142,7 @@ impl Ledger {
                     let job = (id.parse().expect("an id"), (*key).to_owned());
                     started.push((job, attempt.parse().expect("an attempt")));
                 }
-                ["all-done"] => {}
+                ["open"] | ["puts-done"] | ["all-done"] => {}
                 _ => self.violation(round, format!("the child printed {line:?}")),
             }
         }
@@ -384,51 +274,18 @@ impl Ledger {
     }
 }
 
-/// Every job of the queue, paging through the list newest first.
-async fn all_rows(store: &SqliteStore) -> Vec<JobRow> {
-    let mut rows = Vec::new();
-    let mut before: Option<JobId> = None;
-    loop {
-        let page = store
-            .list(ListParams {
-                queue: Some(QUEUE.to_owned()),
-                state: None,
-                before,
-                limit: 500,
-            })
-            .await
-            .expect("listing jobs");
-        let Some(last) = page.last() else { break };
-        before = Some(last.id);
-        rows.extend(page);
-    }
-    rows
-}
-
-fn describe(run: &ChildRun) -> String {
-    format!(
-        "status {}, last line {:?}, stderr {:?}",
-        run.status,
-        run.lines.last(),
-        run.stderr.trim()
-    )
-}
-
 fn state_count(counts: &BTreeMap<JobState, u64>, state: JobState) -> u64 {
     counts.get(&state).copied().unwrap_or(0)
 }
 
 #[test]
 fn kill_9_loses_nothing_and_never_reruns_finished_jobs() {
-    let rounds: usize = env_or("RDQ_CRASH_ROUNDS", || DEFAULT_ROUNDS);
-    let seed: u64 = env_or("RDQ_CRASH_SEED", || {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-    });
+    let rounds: usize = child::env_or("RDQ_CRASH_ROUNDS", || DEFAULT_ROUNDS);
+    let seed = child::seed("RDQ_CRASH_SEED");
     let jobs = (JOBS_PER_ROUND * rounds as u64).max(MIN_JOBS);
-    println!("crash test: seed {seed} (RDQ_CRASH_SEED={seed} replays the kill times), {rounds} kill rounds, {jobs} jobs");
+    // Up to twice a round's share of the puts: they last about all rounds.
+    let kill_acks = 0..=2 * jobs / rounds.max(1) as u64;
+    println!("crash test: seed {seed} (RDQ_CRASH_SEED={seed} replays the kill plans), {rounds} kill rounds, {jobs} jobs");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
@@ -442,40 +299,49 @@ fn kill_9_loses_nothing_and_never_reruns_finished_jobs() {
     };
     let mut done_in_round: Option<usize> = None;
     let mut kills = 0;
+    let mut kills_during_puts = 0;
 
     for round in 1..=rounds + 1 {
         let last = round == rounds + 1;
-        let limit = if last {
-            FINAL_TIMEOUT
+        let run = if last {
+            Running::spawn(child::command(&db, jobs)).run(None, FINAL_TIMEOUT)
         } else {
-            Duration::from_millis(rng.in_range(&RUN_MS))
+            let plan = KillPlan {
+                acks_after_first: rng.in_range(&kill_acks),
+                delay: Duration::from_millis(rng.in_range(&KILL_DELAY_MS)),
+            };
+            Running::spawn(child::command(&db, jobs)).run(Some(plan), ROUND_TIMEOUT)
         };
-        let run = Running::spawn(&db, jobs).run_for(limit);
         if last {
             assert!(
                 !run.killed,
                 "round {round}: the last run did not finish within {FINAL_TIMEOUT:?} \
                  (seed {seed}); {} lines, {}",
                 run.lines.len(),
-                describe(&run)
+                run.describe()
             );
         }
         if run.killed {
             kills += 1;
+            kills_during_puts += usize::from(run.killed_during_puts());
         } else {
             let finished =
                 run.status.success() && run.lines.last().is_some_and(|l| l == "all-done");
             if finished {
                 done_in_round.get_or_insert(round);
             } else {
-                ledger.violation(round, format!("the child failed: {}", describe(&run)));
+                ledger.violation(round, format!("the child failed: {}", run.describe()));
             }
         }
         let view = runtime.block_on(ledger.check(round, &db, &run));
         println!(
             "round {round:>2}: {} after {:>3} ms; {:>4} acked, {:>4} started; \
              {:>4} of {jobs} succeeded, {:>4} pending; {} recovered",
-            if run.killed { "killed" } else { "exited" },
+            match (run.killed, run.killed_during_puts()) {
+                (true, true) => "killed during puts",
+                (true, false) => "killed           ",
+                (false, _) => "exited           ",
+            },
             run.ran.as_millis(),
             view.acks,
             view.starts,
@@ -531,6 +397,7 @@ fn kill_9_loses_nothing_and_never_reruns_finished_jobs() {
     let finished_reruns = count("finished re-run:");
     println!("crash test report (seed {seed}):");
     println!("  kill rounds        {rounds} (+1 run to the end); {kills} killed the child, the others found all done");
+    println!("  kills during puts  {kills_during_puts} of {kills} (after the run's first ack, before its puts-done)");
     match done_in_round {
         Some(r) => println!("  all jobs done in   round {r}"),
         None => println!("  all jobs done in   never"),

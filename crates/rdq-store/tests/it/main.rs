@@ -1,10 +1,12 @@
 //! Integration tests of `rdq-store`, one binary, against real SQLite files.
 
+mod child;
 mod support;
 
 mod crash;
 mod durable;
 mod open;
+mod powerloss;
 mod sqlite;
 mod state_machine;
 mod store;

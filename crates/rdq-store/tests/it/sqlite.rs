@@ -381,3 +381,45 @@ async fn a_read_only_file_system_is_named_with_the_fix() {
         "{msg}"
     );
 }
+
+/// While a store is open, its process holds SQLite's shared lock on the
+/// database file (a POSIX lock, seen in `/proc/locks`). SQLite's last
+/// connection to close a file deletes its log, and it knows it is the last
+/// when it gets an exclusive lock on the database file, which every other
+/// connection's shared lock prevents. The store once dropped its process's
+/// shared lock at open: it synced the file through a descriptor of its own
+/// and closed it, and closing any descriptor of a file drops every POSIX
+/// lock the process holds on it. Then another program that read the file
+/// and closed (a `sqlite3` shell, Python's `sqlite3`, a backup tool, built
+/// on an SQLite without a guard against this: 3.40 has none, the bundled
+/// one has) deleted the log under the running store, which went on
+/// committing into the deleted file: every put acknowledged from then on
+/// was gone at the next open.
+#[tokio::test]
+async fn an_open_store_holds_sqlites_shared_lock_on_its_file() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    store.insert_many(vec![job()], now()).await.unwrap();
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    let pid = std::process::id().to_string();
+    let locks = std::fs::read_to_string("/proc/locks").unwrap();
+    // "2: POSIX  ADVISORY  READ 4242 fe:00:5333005 1073741826 1073742335"
+    let ours: Vec<&str> = locks
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            matches!(fields.as_slice(), [_, "POSIX", _, _, p, id, ..]
+                if *p == pid && id.rsplit(':').next() == Some(&ino.to_string()))
+        })
+        .collect();
+    assert!(
+        !ours.is_empty(),
+        "this process holds no POSIX lock on the open store's file; /proc/locks:\n{locks}"
+    );
+    store.close().await.unwrap();
+}
