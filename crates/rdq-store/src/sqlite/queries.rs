@@ -134,14 +134,17 @@ const LAUNCHED_AT: &str = "MAX(?2, queued_at)";
 /// reason: `launched_at ≤ finished_at` whatever the readings.
 const FINISHED_AT: &str = "MAX(?3, COALESCE(launched_at, queued_at))";
 
-/// The claim's select (see [`claim`]).
-fn claim_select() -> String {
+/// The claim's select (see [`claim_select`]).
+fn claim_select_sql() -> String {
     format!(
         "SELECT {COLUMNS} FROM rdq_jobs WHERE queue = (SELECT ?1) AND state = 'pending' ORDER BY priority, run_at, id"
     )
 }
 
-pub(crate) fn claim(conn: &Connection, p: &ClaimParams) -> Result<Vec<JobRow>> {
+/// A claim's first half: the next `max` pending jobs of the queue, in launch
+/// order, as they will be once [`claim_mark`] has run (underway, attempt
+/// + 1, leased to the node). Nothing is written yet.
+pub(crate) fn claim_select(conn: &Connection, p: &ClaimParams) -> Result<Vec<JobRow>> {
     // Select, then update by id: two simple cached statements. (One
     // `UPDATE ... WHERE id IN (SELECT ...) RETURNING` is recompiled on every
     // run and builds temporary tables; this is several times cheaper.)
@@ -152,20 +155,13 @@ pub(crate) fn claim(conn: &Connection, p: &ClaimParams) -> Result<Vec<JobRow>> {
     // run, which cost a tenth of the writer thread's time in B4; the scalar
     // subquery is a constant to the planner, and the plan is the same
     // search of `rdq_jobs_ready` (test `the_claim_statement_is_prepared_once`).
-    let mut select = conn.prepare_cached(&claim_select())?;
+    let mut select = conn.prepare_cached(&claim_select_sql())?;
     let mut jobs = select
         .query_map(params![p.queue], row)?
         .take(p.max)
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    // A job launches no earlier than it was queued: the claim's reading of
-    // the clock may predate the put of a job it takes (see `LAUNCHED_AT`).
-    let mut update = conn.prepare_cached(&format!(
-        "UPDATE rdq_jobs SET state = 'underway', attempt = attempt + 1, launched_at = {LAUNCHED_AT}, \
-         finished_at = NULL, node = ?3, lease_until = ?4 WHERE id = ?1"
-    ))?;
     let lease_until = p.now.plus(p.lease);
     for job in &mut jobs {
-        update.execute(params![job.id.0, p.now.0, p.node, lease_until.0])?;
         job.state = JobState::Underway;
         job.attempt += 1;
         job.launched_at = Some(p.now.max(job.queued_at));
@@ -173,6 +169,31 @@ pub(crate) fn claim(conn: &Connection, p: &ClaimParams) -> Result<Vec<JobRow>> {
         job.node = Some(p.node.clone());
         job.lease_until = Some(lease_until);
     }
+    Ok(jobs)
+}
+
+/// A claim's second half: marks the jobs [`claim_select`] returned as
+/// underway, as it described them.
+pub(crate) fn claim_mark(conn: &Connection, ids: &[JobId], p: &ClaimParams) -> Result<()> {
+    // A job launches no earlier than it was queued: the claim's reading of
+    // the clock may predate the put of a job it takes (see `LAUNCHED_AT`).
+    let mut update = conn.prepare_cached(&format!(
+        "UPDATE rdq_jobs SET state = 'underway', attempt = attempt + 1, launched_at = {LAUNCHED_AT}, \
+         finished_at = NULL, node = ?3, lease_until = ?4 WHERE id = ?1"
+    ))?;
+    let lease_until = p.now.plus(p.lease);
+    for id in ids {
+        update.execute(params![id.0, p.now.0, p.node, lease_until.0])?;
+    }
+    Ok(())
+}
+
+/// Both halves of a claim at once.
+#[cfg(test)]
+fn claim(conn: &Connection, p: &ClaimParams) -> Result<Vec<JobRow>> {
+    let jobs = claim_select(conn, p)?;
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    claim_mark(conn, &ids, p)?;
     Ok(jobs)
 }
 
@@ -505,7 +526,7 @@ mod tests {
             .expect("claim");
             order.extend(jobs.iter().map(|j| (j.queue.clone(), j.priority)));
         }
-        let select = conn.prepare_cached(&claim_select()).expect("cached");
+        let select = conn.prepare_cached(&claim_select_sql()).expect("cached");
         assert_eq!(
             select.get_status(rusqlite::StatementStatus::RePrepare),
             0,

@@ -11,6 +11,17 @@
 //! busier the store, the more each commit carries: under load a commit
 //! serves hundreds of puts, claims and outcomes.
 //!
+//! # Order
+//!
+//! Requests run in the order they were sent, with one exception: requests
+//! answered at once ([`Ack::Now`]: claims, heartbeats, promotions) go ahead
+//! of outcomes and other requests already waiting. A claim is what lets a
+//! freed worker start its next job; behind a few dozen queued outcomes it
+//! waited about 0.3 ms (W2 measured it), and workers sat idle meanwhile.
+//! Nothing depends on the order between them: the caller of each awaits
+//! its answer before sending the next, outcomes are guarded by attempt and
+//! state, and a flush still comes after every outcome sent before it.
+//!
 //! # Answers
 //!
 //! Each request says when it may be answered ([`Ack`]):
@@ -40,8 +51,9 @@
 //! [`StoreError::Busy`], naming the file, and the next transaction tries
 //! again.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -60,6 +72,9 @@ const IDLE: Duration = Duration::from_micros(200);
 
 /// Commit a transaction at the latest this long after it began.
 const MAX_AGE: Duration = Duration::from_millis(10);
+
+/// Most requests taken off the channel at a time (see [`Inbox`]).
+const TAKE: usize = 1024;
 
 /// Answers a request: `Ok` when its [`Ack`] point is reached, or the error
 /// that stopped its transaction.
@@ -99,6 +114,71 @@ pub(crate) enum Op {
     Shutdown,
 }
 
+/// Requests taken off the channel, in two lines: those answered at once
+/// first (see [Order](self#order)), the rest in order.
+#[derive(Default)]
+struct Inbox {
+    now: VecDeque<Op>,
+    rest: VecDeque<Op>,
+}
+
+/// How [`Inbox::next`] waits when nothing is queued.
+enum Wait {
+    No,
+    For(Duration),
+    Forever,
+}
+
+impl Inbox {
+    fn push(&mut self, op: Op) {
+        match op {
+            Op::Write { ack: Ack::Now, .. } => self.now.push_back(op),
+            op => self.rest.push_back(op),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Op> {
+        self.now.pop_front().or_else(|| self.rest.pop_front())
+    }
+
+    /// The next request: takes what the channel holds, then picks; waits as
+    /// told when there is none. `Err(())` once every sender is gone and
+    /// nothing is left.
+    fn next(&mut self, ops: &Receiver<Op>, wait: Wait) -> Result<Option<Op>, ()> {
+        let mut disconnected = false;
+        for _ in 0..TAKE {
+            match ops.try_recv() {
+                Ok(op) => self.push(op),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
+            }
+        }
+        if let Some(op) = self.pop() {
+            return Ok(Some(op));
+        }
+        if disconnected {
+            return Err(());
+        }
+        match wait {
+            Wait::No => Ok(None),
+            Wait::For(d) => match ops.recv_timeout(d) {
+                Ok(op) => Ok(Some(op)),
+                Err(RecvTimeoutError::Timeout) => Ok(None),
+                Err(RecvTimeoutError::Disconnected) => Err(()),
+            },
+            Wait::Forever => ops.recv().map(Some).map_err(|_| ()),
+        }
+    }
+
+    /// Everything still queued, for failing it.
+    fn drain(&mut self) -> Vec<Op> {
+        self.now.drain(..).chain(self.rest.drain(..)).collect()
+    }
+}
+
 pub(crate) struct Writer {
     /// The database file, for errors.
     pub(crate) path: PathBuf,
@@ -135,8 +215,11 @@ impl Writer {
     /// returns.
     pub(crate) fn run(mut self) {
         let mut stop = false;
+        let mut inbox = Inbox::default();
         while !stop {
-            let Ok(first) = self.ops.recv() else { break };
+            let Ok(Some(first)) = inbox.next(&self.ops, Wait::Forever) else {
+                break;
+            };
             if matches!(first, Op::Shutdown) {
                 break;
             }
@@ -173,12 +256,12 @@ impl Writer {
                 if txn.requests >= MAX_BATCH || txn.started.elapsed() >= MAX_AGE {
                     break;
                 }
-                next = match self.ops.try_recv() {
-                    Ok(op) => Some(op),
-                    Err(TryRecvError::Disconnected) => None,
-                    Err(TryRecvError::Empty) if txn.urgent => None,
-                    Err(TryRecvError::Empty) => self.ops.recv_timeout(IDLE).ok(),
+                let wait = if txn.urgent {
+                    Wait::No
+                } else {
+                    Wait::For(IDLE)
                 };
+                next = inbox.next(&self.ops, wait).ok().flatten();
             }
             match failed {
                 Some(e) => self.abort(txn, e),
@@ -186,11 +269,13 @@ impl Writer {
             }
         }
         // Drop the receiver first, so that requests sent from now on fail at
-        // once as closed instead of waiting for an answer that never comes.
+        // once as closed instead of waiting for an answer that never comes;
+        // those already taken off it fail as closed too.
         drop(std::mem::replace(
             &mut self.ops,
             std::sync::mpsc::channel().1,
         ));
+        fail(unanswered(inbox.drain()), StoreError::Closed);
         // Clean shutdown: fold the log into the database (waiting, as
         // SQLite does for this, for readers to finish).
         let _ = self.conn.busy_timeout(self.lock_wait);
