@@ -344,8 +344,8 @@ pub async fn run(listen: std::net::SocketAddr) -> Result<(), ServeError> {
          \x20 {base}/api/v1/jobs?queue=sms        its jobs, newest first\n\
          \x20 {base}/api/v1/events                live changes (server-sent events)\n\
          \x20 {base}/metrics                      Prometheus metrics\n\
-         \x20 {base}/api/v1/dump                 what every underway job is doing (hung after 5 s)\n\
-         \x20 {base}/api/v1/stalls               what blocked the server's runtime, if anything\n\
+         \x20 {base}/api/v1/dump                  what every underway job is doing (hung after 5 s)\n\
+         \x20 {base}/api/v1/stalls                what blocked the server's runtime, if anything\n\
          \x20 {base}/api/v1/openapi.json          the API\n\n\
          or, in another terminal (rdq <verb> --server {base}):\n\
          \x20 rdq queues                 rdq jobs --queue sms        rdq pause sms / rdq resume sms\n\
