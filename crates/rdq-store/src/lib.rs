@@ -26,7 +26,7 @@ pub mod testkit;
 pub use clock::Clock;
 pub use durable::{
     AttemptEnd, AttemptHook, Builder, DurableError, DurableQueue, HandlerError, JobContext,
-    JobSpec, KindOptions, PutOptions, QueueSettings, RateSetting, Retry, StopReport,
+    JobSpec, KindOptions, ProducerStats, PutOptions, QueueSettings, RateSetting, Retry, StopReport,
 };
 pub use error::{Result, StoreError};
 pub use retry::{Backoff, BackoffError};

@@ -1,7 +1,7 @@
 //! The HTTP API, through its router: every route, every error status, and
 //! the http executor's answers, against a scripted target.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use serde_json::json;
@@ -834,17 +834,26 @@ async fn metrics_follow_the_design_names() {
 async fn a_throttling_target_holds_the_queue() {
     let s = TestServer::start(|c| c.queues[0].width = 1).await;
     s.target.script([Answer {
-        retry_after: Some("1"),
+        retry_after: Some("2"),
         body: "slow down",
         ..Answer::status(429)
     }]);
+    let queue = &s.app.queues["sms"].queue;
     let first = s.put(r#"{"args": "first"}"#).await;
     eventually("the queue is held", || async {
         !s.call("GET", "/api/v1/queues/sms", None).await.1["held_until"].is_null()
     })
     .await;
+    let until = queue.held_until().expect("held").to_system_time();
     let second = s.put(r#"{"args": "second"}"#).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The producer has looked at the store since the put, and claimed
+    // nothing: the first job's one claim is all.
+    let looked = queue.settled().await;
+    assert!(
+        SystemTime::now() < until,
+        "this machine took over the 2 s hold to put one job and look once: the check below needs it within the hold"
+    );
+    assert_eq!(looked.claimed, 1, "nothing is claimed while held");
     assert_eq!(s.target.seen().len(), 1, "nothing is sent while held");
     let first = s.finished(first).await;
     assert_eq!(first["state"], "succeeded");
@@ -854,6 +863,12 @@ async fn a_throttling_target_holds_the_queue() {
         "the throttled attempt is given back"
     );
     assert_eq!(s.finished(second).await["state"], "succeeded");
+    let arrived = s.target.arrived();
+    assert_eq!(arrived.len(), 3);
+    assert!(
+        arrived[1..].iter().all(|at| *at >= until),
+        "nothing is sent before the hold ends ({until:?}): {arrived:?}"
+    );
 }
 
 #[tokio::test]

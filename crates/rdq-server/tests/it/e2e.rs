@@ -138,6 +138,18 @@ impl Server {
     }
 }
 
+/// Polls `check` until it holds, failing after 20 s.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// The SMS scenario over HTTP: put, widen, cancel, reprioritize, pause,
 /// resume, wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +265,11 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Kill while puts are being acknowledged and jobs are being sent.
+    until("100 puts acknowledged and 10 jobs sent", || {
+        acked.lock().unwrap().len() >= 100 && target.seen().len() >= 10
+    })
+    .await;
     s.signal(libc::SIGKILL);
     assert_eq!(s.exit(), None, "killed by a signal");
     for p in putters {
@@ -299,7 +315,7 @@ async fn sigterm_stops_cleanly_and_a_restart_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     target.script((0..2).map(|_| Answer {
-        delay: Duration::from_millis(500),
+        delay: Duration::from_millis(1000),
         ..Answer::status(200)
     }));
     let cfg = config(dir.path(), &target.url, "");
@@ -308,7 +324,8 @@ async fn sigterm_stops_cleanly_and_a_restart_resumes() {
     for i in 0..10 {
         ids.push(s.put(json!({"args": i})).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await; // two are underway
+    // Two are underway (width 2): the target holds each for a second.
+    until("two jobs sent", || target.seen().len() == 2).await;
     s.signal(libc::SIGTERM);
     assert_eq!(s.exit(), Some(0));
     assert_eq!(target.seen().len(), 2, "nothing launched after the signal");

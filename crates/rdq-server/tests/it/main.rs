@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod command;
+mod demo;
 mod e2e;
 mod limits;
 mod processes;

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -44,6 +44,8 @@ pub(crate) struct Target {
     pub(crate) url: String,
     script: Arc<Mutex<VecDeque<Answer>>>,
     seen: Seen,
+    /// When each request arrived, in order.
+    arrived: Arc<Mutex<Vec<SystemTime>>>,
 }
 
 impl Target {
@@ -61,6 +63,7 @@ impl Target {
                             .get("idempotency-key")
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_owned);
+                        t.arrived.lock().unwrap().push(SystemTime::now());
                         t.seen.lock().unwrap().push((doc, key));
                         let answer = t.script.lock().unwrap().pop_front();
                         let answer = answer.unwrap_or(Answer {
@@ -91,6 +94,11 @@ impl Target {
     /// The job documents received, with their idempotency keys.
     pub(crate) fn seen(&self) -> Vec<(serde_json::Value, Option<String>)> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// When each request arrived (system time), in order.
+    pub(crate) fn arrived(&self) -> Vec<SystemTime> {
+        self.arrived.lock().unwrap().clone()
     }
 }
 

@@ -4,13 +4,13 @@ mod handler;
 mod producer;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use rdq::{DispatchQueue, Outcome, Rate, RateLimiter, StopMode};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 
 use self::handler::{erase, Registry};
 pub use self::handler::{HandlerError, JobContext, Retry};
@@ -244,6 +244,18 @@ pub struct StopReport {
     pub interrupted: usize,
 }
 
+/// What a queue's producer (the task that claims jobs from the store) has
+/// done since the queue was built; from [`DurableQueue::producer_stats`] and
+/// [`DurableQueue::settled`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProducerStats {
+    /// Rounds begun: each looks at the store once (promotes due jobs, takes
+    /// rate tokens, claims up to the free width), unless the queue is held.
+    pub rounds: u64,
+    /// Jobs claimed, over all rounds (a retry claims its job again).
+    pub claimed: u64,
+}
+
 /// Claimed jobs by store id, for cancel; and cancels that arrived between a
 /// claim and the job's arrival in memory.
 #[derive(Default)]
@@ -271,6 +283,14 @@ struct Tracker<S> {
     released: std::sync::atomic::AtomicUsize,
     interrupted: std::sync::atomic::AtomicUsize,
     on_attempt_end: Option<AttemptHook>,
+    /// Producer rounds begun.
+    rounds: AtomicU64,
+    /// Jobs the producer claimed.
+    claimed: AtomicU64,
+    /// The number of the round after which the producer last went idle
+    /// (waiting for a wake-up, a due time or a token); `u64::MAX` once it
+    /// has ended. What [`DurableQueue::settled`] waits on.
+    idle_after: watch::Sender<u64>,
 }
 
 impl<S: Store> Tracker<S> {
@@ -653,6 +673,9 @@ impl<S: Store> Builder<S> {
             released: Default::default(),
             interrupted: Default::default(),
             on_attempt_end: self.on_attempt_end.clone(),
+            rounds: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
+            idle_after: watch::Sender::new(0),
         });
         let registry = self.registry.clone();
         let hook_tracker = tracker.clone();
@@ -936,6 +959,45 @@ impl<S: Store> DurableQueue<S> {
     pub fn held_until(&self) -> Option<Timestamp> {
         let hold = self.inner.tracker.hold_until.load(Ordering::Acquire);
         (hold > self.inner.tracker.clock.now().0).then_some(Timestamp(hold))
+    }
+
+    /// What the producer has done so far: rounds looked and jobs claimed.
+    pub fn producer_stats(&self) -> ProducerStats {
+        let tracker = &self.inner.tracker;
+        ProducerStats {
+            rounds: tracker.rounds.load(Ordering::SeqCst),
+            claimed: tracker.claimed.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Waits until the producer has looked at the store once more, after
+    /// everything done before this call (puts, settings, a [`Clock::advance`]
+    /// of a manual clock), and has gone idle: it claimed what it could and now
+    /// waits for a wake-up, a due time or a rate token. Returns its stats at
+    /// that point, so a caller can tell what that look claimed.
+    ///
+    /// For tests and tools that need to know the queue has acted on a change
+    /// rather than sleep and hope: "the clock moved to 9 s before the retry is
+    /// due and the producer looked and claimed nothing" is
+    /// `clock.advance(..); let s = q.settled().await; assert_eq!(s.claimed, before)`.
+    /// The jobs it claimed may still be starting. Returns at once if the
+    /// queue is stopped.
+    pub async fn settled(&self) -> ProducerStats {
+        let tracker = &self.inner.tracker;
+        let mut idle = tracker.idle_after.subscribe();
+        // A round numbered above `begun` begins after this load, so it sees
+        // everything done before the call.
+        let begun = tracker.rounds.load(Ordering::SeqCst);
+        tracker.wake.notify_one();
+        // An error means the sender is gone: so is the queue.
+        let _ = idle.wait_for(|&after| after > begun).await;
+        self.producer_stats()
+    }
+
+    /// Deletes the finished jobs older than the queue's retention now, as
+    /// the queue does by itself every minute; returns how many.
+    pub async fn prune(&self) -> Result<u64, DurableError> {
+        Ok(producer::prune_once(&self.inner).await?)
     }
 
     /// When the longest-waiting pending job became runnable.

@@ -30,10 +30,12 @@ pub(super) async fn run<S: Store>(queue: Weak<Inner<S>>) {
     loop {
         let Some(inner) = queue.upgrade() else { return };
         if inner.is_stopped() {
+            inner.tracker.idle_after.send_replace(u64::MAX);
             return;
         }
         let wake = inner.tracker.wake.clone();
         let clock = inner.tracker.clock.clone();
+        let round = inner.tracker.rounds.fetch_add(1, Ordering::SeqCst) + 1;
         let wait = match step(&inner).await {
             Ok(Some(wait)) => wait,
             Ok(None) => continue, // there may be more to claim right away
@@ -45,6 +47,7 @@ pub(super) async fn run<S: Store>(queue: Weak<Inner<S>>) {
                 }
             }
         };
+        inner.tracker.idle_after.send_replace(round);
         drop(inner);
         let token = async {
             match wait.token {
@@ -105,6 +108,7 @@ async fn step<S: Store>(inner: &Arc<Inner<S>>) -> Result<Option<Wait>, crate::St
             })
             .await?;
         let got = jobs.len();
+        tracker.claimed.fetch_add(got as u64, Ordering::SeqCst);
         for row in jobs {
             hand_over(inner, row);
         }
@@ -164,26 +168,31 @@ fn hand_over<S: Store>(inner: &Arc<Inner<S>>, row: crate::row::JobRow) {
     }
 }
 
-/// Deletes finished jobs older than the queue's retention, a batch at a time.
+/// Deletes finished jobs older than the queue's retention, a batch at a
+/// time; returns how many.
+pub(super) async fn prune_once<S: Store>(inner: &Inner<S>) -> Result<u64, crate::StoreError> {
+    let retention = i64::try_from(inner.retention.as_micros()).unwrap_or(i64::MAX);
+    let before = Timestamp(inner.tracker.clock.now().0.saturating_sub(retention));
+    let mut pruned = 0;
+    loop {
+        let n = inner.store.prune(&inner.name, before, PRUNE_BATCH).await?;
+        pruned += n;
+        if n < PRUNE_BATCH {
+            return Ok(pruned); // else maybe more: go on
+        }
+    }
+}
+
+/// Prunes every [`PRUNE_EVERY`] (on the queue's clock).
 pub(super) async fn prune<S: Store>(queue: Weak<Inner<S>>) {
     loop {
         {
             let Some(inner) = queue.upgrade() else { return };
-            let retention = i64::try_from(inner.retention.as_micros()).unwrap_or(i64::MAX);
-            let before = Timestamp(inner.tracker.clock.now().0.saturating_sub(retention));
-            loop {
-                match inner.store.prune(&inner.name, before, PRUNE_BATCH).await {
-                    Ok(PRUNE_BATCH) => {} // maybe more: go on
-                    Ok(n) => {
-                        if n > 0 {
-                            tracing::debug!(queue = %inner.name, pruned = n, "pruned finished jobs");
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(queue = %inner.name, error = %e, "pruning failed; will try again");
-                        break;
-                    }
+            match prune_once(&inner).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(queue = %inner.name, pruned = n, "pruned finished jobs"),
+                Err(e) => {
+                    tracing::warn!(queue = %inner.name, error = %e, "pruning failed; will try again")
                 }
             }
         }

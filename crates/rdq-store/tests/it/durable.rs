@@ -1,6 +1,9 @@
 //! DurableQueue end to end on SQLite files. Time-dependent behaviour
 //! (backoff, scheduling, pruning) runs on a manual clock that only the test
-//! moves; nothing here sleeps to wait for a time to pass.
+//! moves; nothing here sleeps to wait for a time to pass. That something
+//! did *not* happen is checked after the queue has provably looked:
+//! [`DurableQueue::settled`] waits for a producer round that began after the
+//! change, and its `claimed` count says what that round took.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -153,9 +156,16 @@ async fn failures_retry_after_the_backoff_then_die() {
         "first retry after the base delay"
     );
 
+    let before = q.settled().await;
     clock.advance(Duration::from_secs(9));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = q.settled().await;
+    assert!(after.rounds > before.rounds);
+    assert_eq!(
+        after.claimed, before.claimed,
+        "looked 9 s on, and claimed nothing: not before its time"
+    );
     assert_eq!(attempts.load(Ordering::SeqCst), 1, "not before its time");
+    assert_eq!(row(&q, id).await.state, JobState::Failed);
     clock.advance(Duration::from_secs(1));
     eventually("second failure recorded", || async {
         row(&q, id).await.attempt == 2 && row(&q, id).await.state == JobState::Failed
@@ -330,8 +340,13 @@ async fn scheduled_jobs_run_at_their_time() {
         .id;
     assert_eq!(row(&q, id).await.state, JobState::Scheduled);
     clock.advance(Duration::from_secs(3599));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let looked = q.settled().await;
+    assert_eq!(
+        looked.claimed, 0,
+        "a second early: the producer looked and claimed nothing"
+    );
     assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(row(&q, id).await.state, JobState::Scheduled);
     clock.advance(Duration::from_secs(1));
     assert_eq!(wait(&q, id).await.state, JobState::Succeeded);
 }
@@ -535,7 +550,8 @@ async fn finished_jobs_are_pruned_after_their_retention() {
     let id = q.put("k", &(), PutOptions::default()).await.unwrap().id;
     wait(&q, id).await;
     clock.advance(Duration::from_secs(1800));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The same pass the queue runs every minute, run now.
+    assert_eq!(q.prune().await.unwrap(), 0, "within its retention");
     assert!(q.get(id).await.is_ok(), "kept within its retention");
     clock.advance(Duration::from_secs(3600));
     eventually("pruned", || async {
@@ -609,7 +625,10 @@ async fn the_rate_limits_claims_not_just_launches() {
         row(&q, ids[0]).await.state == JobState::Succeeded
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first job's end woke the producer; it looks again with free
+    // width and no token.
+    let looked = q.settled().await;
+    assert_eq!(looked.claimed, 1, "nothing claimed ahead of its token");
     let counts = q.counts().await.unwrap();
     assert_eq!(
         counts.get(&JobState::Underway),
@@ -726,7 +745,11 @@ async fn a_throttle_holds_the_queue_and_spends_no_attempt() {
     let t0 = clock.now();
     assert!(q.held_until().is_some());
     let second = q.put("call", &(), PutOptions::default()).await.unwrap().id;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let looked = q.settled().await;
+    assert_eq!(
+        looked.claimed, 1,
+        "held: the producer looked and claimed nothing"
+    );
     assert_eq!(
         row(&q, second).await.state,
         JobState::Pending,
