@@ -177,11 +177,7 @@ pub(crate) fn claim_select(conn: &Connection, p: &ClaimParams) -> Result<Vec<Job
 pub(crate) fn claim_mark(conn: &Connection, ids: &[JobId], p: &ClaimParams) -> Result<()> {
     // A job launches no earlier than it was queued: the claim's reading of
     // the clock may predate the put of a job it takes (see `LAUNCHED_AT`).
-    // One statement for every job of the claim, the ids as a JSON array.
-    let mut update = conn.prepare_cached(&format!(
-        "UPDATE rdq_jobs SET state = 'underway', attempt = attempt + 1, launched_at = {LAUNCHED_AT}, \
-         finished_at = NULL, node = ?3, lease_until = ?4 WHERE id IN (SELECT value FROM json_each(?1))"
-    ))?;
+    let mut update = conn.prepare_cached(&claim_mark_sql())?;
     let lease_until = p.now.plus(p.lease);
     let mut list = String::with_capacity(ids.len() * 8 + 2);
     list.push('[');
@@ -194,6 +190,15 @@ pub(crate) fn claim_mark(conn: &Connection, ids: &[JobId], p: &ClaimParams) -> R
     list.push(']');
     update.execute(params![list, p.now.0, p.node, lease_until.0])?;
     Ok(())
+}
+
+/// The claim's update: one statement for every job of the claim, the ids
+/// as a JSON array.
+fn claim_mark_sql() -> String {
+    format!(
+        "UPDATE rdq_jobs SET state = 'underway', attempt = attempt + 1, launched_at = {LAUNCHED_AT}, \
+         finished_at = NULL, node = ?3, lease_until = ?4 WHERE id IN (SELECT value FROM json_each(?1))"
+    )
 }
 
 /// Both halves of a claim at once.
@@ -539,6 +544,12 @@ mod tests {
             select.get_status(rusqlite::StatementStatus::RePrepare),
             0,
             "the claim select was prepared again"
+        );
+        let update = conn.prepare_cached(&claim_mark_sql()).expect("cached");
+        assert_eq!(
+            update.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "the claim's update was prepared again"
         );
         let a: Vec<i32> = order
             .iter()
