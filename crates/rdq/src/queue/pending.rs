@@ -377,7 +377,7 @@ mod tests {
             p.push(id, id as Priority, id);
         }
         assert_eq!(p.index.as_ref().map(|i| i.len()), Some(INDEX_ABOVE + 1));
-        assert_eq!(p.remove(40).map(|(pr, v)| (pr, v)), Some((40, 40)));
+        assert_eq!(p.remove(40), Some((40, 40)));
         assert_eq!(p.reprioritize(41, 0), Some(41));
         assert_eq!(p.index.as_ref().map(|i| i[&41]), Some(0));
         while p.buckets.len() > INDEX_BELOW {
