@@ -7,8 +7,9 @@
 //! databases live on a real disk (see [`crate::disk`]); each JSON line says
 //! which file system, and what is synced when.
 //!
-//! `RDQ_BENCH_PHASES=1` prints, for W1-process and W2, when the store was
-//! open, the queue built, the last outcome committed and synced.
+//! `RDQ_BENCH_PHASES=1` prints, for B4, when the put was acknowledged and
+//! the last outcome committed and synced; for W1-process and W2, when the
+//! store was open, the queue built, the last outcome committed and synced.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -134,9 +135,14 @@ async fn b4_round(dir: &BenchDir, n: usize) -> Duration {
     let mut events = store.finished_events();
     let start = Instant::now();
     q.put_many(specs(0..n as u64)).await.expect("put");
+    let put = start.elapsed();
     await_finished(&mut events, n).await;
+    let finished = start.elapsed();
     store.sync().await.expect("sync");
     let elapsed = start.elapsed();
+    if std::env::var_os("RDQ_BENCH_PHASES").is_some() {
+        eprintln!("put acknowledged {put:?} finished {finished:?} synced {elapsed:?}");
+    }
     q.stop(Duration::from_secs(1)).await.expect("stop");
     check_all_succeeded(&q, n).await;
     store.close().await.expect("close");

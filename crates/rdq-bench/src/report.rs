@@ -29,13 +29,24 @@ impl Report {
     /// A row of the Markdown table (see [`markdown`]).
     fn row(&self) -> String {
         let num = |x: Option<f64>| x.map_or_else(String::new, fmt_number);
+        // The spread over rounds, where the scenario has one: of the ratio
+        // if it has one, else of the value.
+        let spread = self
+            .detail
+            .iter()
+            .find(|(k, _)| *k == "ratio_range")
+            .or_else(|| self.detail.iter().find(|(k, _)| k.starts_with("range_")))
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or("")
+            .replace("..", " – ");
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             self.id,
             self.metric,
             fmt_number(self.value),
             num(self.baseline),
             num(self.ratio),
+            spread,
             self.target.replace('|', "\\|"),
             match self.pass {
                 Some(true) => "yes",
@@ -71,7 +82,7 @@ fn fmt_number(x: f64) -> String {
 /// (`context` lines, e.g. the command and the machine).
 pub(crate) fn markdown(reports: &[Report], context: &[String]) -> String {
     let mut out = String::from(
-        "| id | metric | value | baseline | ratio | target | pass |\n|---|---|---|---|---|---|---|\n",
+        "| id | metric | value | baseline | ratio | range over rounds | target | pass |\n|---|---|---|---|---|---|---|---|\n",
     );
     for r in reports {
         out.push_str(&r.row());
