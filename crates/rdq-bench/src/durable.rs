@@ -117,13 +117,34 @@ fn specs(range: std::ops::Range<u64>) -> Vec<JobSpec> {
         .collect()
 }
 
-async fn check_all_succeeded(q: &DurableQueue<SqliteStore>, n: usize) {
+/// Waits for `n` committed outcomes, then syncs; returns when the last
+/// outcome was committed.
+async fn until_durable(
+    store: &SqliteStore,
+    events: &mut broadcast::Receiver<JobId>,
+    n: usize,
+) -> Instant {
+    await_finished(events, n).await;
+    let finished = Instant::now();
+    store.sync().await.expect("sync");
+    finished
+}
+
+/// After the clock: stops the queue, checks that all `n` jobs succeeded,
+/// closes the store.
+async fn wind_down(q: &DurableQueue<SqliteStore>, store: &SqliteStore, n: usize) {
+    q.stop(Duration::from_secs(1)).await.expect("stop");
     let counts = q.counts().await.expect("counts");
     assert_eq!(
         counts.get(&rdq_store::JobState::Succeeded).copied(),
         Some(n as u64),
         "{counts:?}"
     );
+    store.close().await.expect("close");
+}
+
+fn phases() -> bool {
+    std::env::var_os("RDQ_BENCH_PHASES").is_some()
 }
 
 /// B4: put `n` in one batch into a running queue; until the last outcome
@@ -136,16 +157,12 @@ async fn b4_round(dir: &BenchDir, n: usize) -> Duration {
     let start = Instant::now();
     q.put_many(specs(0..n as u64)).await.expect("put");
     let put = start.elapsed();
-    await_finished(&mut events, n).await;
-    let finished = start.elapsed();
-    store.sync().await.expect("sync");
+    let finished = until_durable(&store, &mut events, n).await - start;
     let elapsed = start.elapsed();
-    if std::env::var_os("RDQ_BENCH_PHASES").is_some() {
+    if phases() {
         eprintln!("put acknowledged {put:?} finished {finished:?} synced {elapsed:?}");
     }
-    q.stop(Duration::from_secs(1)).await.expect("stop");
-    check_all_succeeded(&q, n).await;
-    store.close().await.expect("close");
+    wind_down(&q, &store, n).await;
     elapsed
 }
 
@@ -378,16 +395,12 @@ async fn process_round(
     let mut events = store.finished_events();
     let q = queue(&store, width, false, sleep, &work).await;
     let built = start.elapsed();
-    await_finished(&mut events, n).await;
-    let finished = start.elapsed();
-    store.sync().await.expect("sync");
+    let finished = until_durable(&store, &mut events, n).await - start;
     let elapsed = start.elapsed();
-    if std::env::var_os("RDQ_BENCH_PHASES").is_some() {
+    if phases() {
         eprintln!("opened {opened:?} built {built:?} finished {finished:?} synced {elapsed:?}");
     }
-    q.stop(Duration::from_secs(1)).await.expect("stop");
-    check_all_succeeded(&q, n).await;
-    store.close().await.expect("close");
+    wind_down(&q, &store, n).await;
     (elapsed, work.mean())
 }
 
