@@ -206,8 +206,21 @@ struct Txn {
     /// The transaction as a hold the stall watchdog reports if it lasts
     /// (transactions commit within milliseconds; one open for seconds is a
     /// stuck disk).
+    /// Ended as soon as the transaction is (see [`Txn::end`]).
     #[cfg(feature = "watchdog")]
-    _held: rdq_watchdog::Hold,
+    held: Option<rdq_watchdog::Hold>,
+}
+
+impl Txn {
+    /// The transaction has committed or rolled back: its hold ends now,
+    /// before anyone is answered, so that a caller who reads the holds
+    /// after its answer (`rdq dump`) never sees a transaction that is over.
+    fn end(&mut self) {
+        #[cfg(feature = "watchdog")]
+        {
+            self.held = None;
+        }
+    }
 }
 
 impl Writer {
@@ -240,7 +253,7 @@ impl Writer {
                 at_sync: Vec::new(),
                 finished: Vec::new(),
                 #[cfg(feature = "watchdog")]
-                _held: rdq_watchdog::hold("sqlite write transaction"),
+                held: Some(rdq_watchdog::hold("sqlite write transaction")),
             };
             let mut next = Some(first);
             let mut failed = None;
@@ -343,6 +356,7 @@ impl Writer {
             let e = StoreError::sqlite(&self.path, e);
             return self.abort(txn, e);
         }
+        txn.end();
         for done in txn.at_commit.drain(..) {
             done(Ok(()));
         }
@@ -358,6 +372,7 @@ impl Writer {
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
+        txn.end();
         if !txn.finished.is_empty() {
             tracing::error!(
                 outcomes = txn.finished.len(),
