@@ -23,7 +23,7 @@ use rdq_server::config::{Config, ExecutorConfig, QueueConfig};
 use rdq_server::executor::http::HttpSpec;
 
 use crate::disk::{fs_type, BenchDir};
-use crate::report::{median, range, Report};
+use crate::report::{median_with_range, Report};
 
 const CLIENTS: usize = 64;
 const MOST: usize = 200_000;
@@ -175,16 +175,11 @@ pub(crate) fn run(quick: bool) -> Result<Report, String> {
         puts += n;
     }
     lat.sort();
-    let (lo, hi) = range(&rates);
-    let rate = median(&mut rates);
     let mut detail = serde_json::Map::new();
+    let rate = median_with_range(&mut rates, "range_puts_per_s", &mut detail);
     detail.insert("clients".into(), CLIENTS.into());
     detail.insert("rounds".into(), rounds.into());
     detail.insert("round_s".into(), duration.as_secs_f64().into());
-    detail.insert(
-        "range_puts_per_s".into(),
-        format!("{lo:.0}..{hi:.0}").into(),
-    );
     detail.insert("puts".into(), puts.into());
     detail.insert(
         "p50_ms".into(),

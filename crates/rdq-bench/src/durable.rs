@@ -20,7 +20,7 @@ use rdq_store::{DurableQueue, HandlerError, JobContext, JobId, JobSpec, PutOptio
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::disk::{fdatasync_time, fs_type, BenchDir};
-use crate::report::{median, range, round3, Report};
+use crate::report::{median, median_with_range, range, round3, Report};
 
 /// Width of B4 and W1-process.
 const WIDTH: usize = 16;
@@ -216,18 +216,13 @@ pub(crate) fn b4(quick: bool) -> Result<Report, String> {
         let round_dir = BenchDir::new(&format!("b4-{round}"))?;
         rates.push(n as f64 / rt.block_on(b4_round(&round_dir, n)).as_secs_f64());
     }
-    let (lo, hi) = range(&rates);
-    let value = median(&mut rates);
+    let mut detail = serde_json::Map::new();
+    let value = median_with_range(&mut rates, "range_jobs_per_s", &mut detail);
     let (mut lat, wall) = rt.block_on(single_puts(&dir, putters, per));
     lat.sort();
-    let mut detail = serde_json::Map::new();
     detail.insert("jobs".into(), n.into());
     detail.insert("width".into(), WIDTH.into());
     detail.insert("rounds".into(), rounds.into());
-    detail.insert(
-        "range_jobs_per_s".into(),
-        format!("{lo:.0}..{hi:.0}").into(),
-    );
     detail.insert("synced".into(), synced());
     disk_detail(&mut detail, &dir);
     detail.insert("single_put_putters".into(), putters.into());
@@ -343,16 +338,11 @@ pub(crate) fn w1_bulk(quick: bool) -> Result<Report, String> {
         });
         rates.push(n as f64 / elapsed.as_secs_f64());
     }
-    let (lo, hi) = range(&rates);
-    let value = median(&mut rates);
     let mut detail = serde_json::Map::new();
+    let value = median_with_range(&mut rates, "range_jobs_per_s", &mut detail);
     detail.insert("jobs".into(), n.into());
     detail.insert("chunk".into(), chunk.into());
     detail.insert("rounds".into(), rounds.into());
-    detail.insert(
-        "range_jobs_per_s".into(),
-        format!("{lo:.0}..{hi:.0}").into(),
-    );
     detail.insert("synced".into(), synced());
     detail.insert("fs".into(), fs.into());
     Ok(Report {
@@ -417,16 +407,11 @@ pub(crate) fn w1_process(quick: bool) -> Result<Report, String> {
         let (elapsed, _) = rt.block_on(process_round(&dir, n, WIDTH, false));
         rates.push(n as f64 / elapsed.as_secs_f64());
     }
-    let (lo, hi) = range(&rates);
-    let value = median(&mut rates);
     let mut detail = serde_json::Map::new();
+    let value = median_with_range(&mut rates, "range_jobs_per_s", &mut detail);
     detail.insert("jobs".into(), n.into());
     detail.insert("width".into(), WIDTH.into());
     detail.insert("rounds".into(), rounds.into());
-    detail.insert(
-        "range_jobs_per_s".into(),
-        format!("{lo:.0}..{hi:.0}").into(),
-    );
     detail.insert(
         "clock".into(),
         "from opening the store until the last outcome is durable".into(),

@@ -119,3 +119,15 @@ pub(crate) fn range(values: &[f64]) -> (f64, f64) {
             (lo.min(v), hi.max(v))
         })
 }
+
+/// The median of per-round `values`, with their range recorded in `detail`
+/// under `key` (as `low..high`, no decimals: for rates).
+pub(crate) fn median_with_range(
+    values: &mut [f64],
+    key: &str,
+    detail: &mut serde_json::Map<String, serde_json::Value>,
+) -> f64 {
+    let (lo, hi) = range(values);
+    detail.insert(key.into(), format!("{lo:.0}..{hi:.0}").into());
+    median(values)
+}
