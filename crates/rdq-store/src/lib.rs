@@ -18,6 +18,7 @@ mod durable;
 mod error;
 mod retry;
 mod row;
+pub mod postgres;
 pub mod sqlite;
 mod store;
 #[cfg(feature = "testkit")]
