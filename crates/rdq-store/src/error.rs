@@ -87,6 +87,14 @@ pub enum StoreError {
     /// A job or setting that cannot be stored as given.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The database server cannot be reached, or refused the connection
+    /// (PostgreSQL down, a pool with no free connection within its acquire
+    /// timeout). Trying again later may succeed. Never holds a password.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A statement ran past the store's statement or lock timeout.
+    #[error("database timeout: {0}")]
+    Timeout(String),
 }
 
 impl StoreError {
@@ -103,6 +111,8 @@ impl StoreError {
                 | StoreError::Closed
                 | StoreError::Database(_)
                 | StoreError::Io { .. }
+                | StoreError::Unavailable(_)
+                | StoreError::Timeout(_)
         )
     }
 }

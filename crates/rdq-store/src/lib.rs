@@ -35,8 +35,8 @@ pub use row::{
     Completion, Finish, Inserted, JobId, JobRow, JobState, NewJob, Timestamp, UnknownState,
 };
 pub use store::{
-    CancelResult, ClaimParams, ListParams, QueueRecord, ReprioritizeResult, RescueParams,
-    RescueReport, RetryResult, StateCounts, Store,
+    CancelResult, ClaimParams, Claimed, HeartbeatReport, Limit, ListParams, QueueRecord,
+    ReprioritizeResult, RescueParams, RescueReport, RetryResult, StateCounts, Store,
 };
 
 /// The workspace README's examples, compiled as doc tests so they cannot rot

@@ -15,14 +15,60 @@ use crate::row::{Completion, Inserted, JobId, JobRow, JobState, NewJob, Timestam
 pub struct ClaimParams {
     /// The queue to claim from.
     pub queue: String,
-    /// At most this many jobs.
+    /// At most this many jobs (the claiming node's free width).
     pub max: usize,
     /// The claiming node's name.
     pub node: String,
-    /// The current time.
+    /// The caller's time. A store that keeps time on the database server
+    /// (PostgreSQL by default) ignores it; see [`Store`], "Time".
     pub now: Timestamp,
     /// How long the claim holds without a heartbeat.
     pub lease: Duration,
+}
+
+/// Why a [`Store::claim`] returned fewer jobs than asked for although more
+/// may be pending: a limit of the queue's, counted over every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// The queue is paused.
+    Paused,
+    /// The queue's width is taken: as many jobs are underway, on all nodes
+    /// together, as its settings allow.
+    Width,
+    /// Launches are held (a throttled target) until this time.
+    Held {
+        /// When the hold ends.
+        until: Timestamp,
+    },
+    /// The launch rate is spent; the next token comes at this time.
+    Rate {
+        /// When the next launch is allowed.
+        next: Timestamp,
+    },
+}
+
+/// What a [`Store::claim`] returned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claimed {
+    /// The claimed jobs, underway and leased to the claiming node, in launch
+    /// order.
+    pub jobs: Vec<JobRow>,
+    /// The limit that cut the claim short, if one did (`None`: the claim
+    /// took all it asked for, or every pending job).
+    pub limited: Option<Limit>,
+}
+
+/// What a [`Store::heartbeat`] found, job by job.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatReport {
+    /// Still underway on this node: their leases are renewed.
+    pub held: Vec<JobId>,
+    /// No longer this node's (rescued after their lease expired, finished,
+    /// or gone): the node must stop running them and record nothing.
+    pub lost: Vec<JobId>,
+    /// Held, and someone asked to cancel them (see [`Store::cancel`]): the
+    /// node must cancel them. Also listed in `held`.
+    pub cancel: Vec<JobId>,
 }
 
 /// Parameters of [`Store::list`]: newest first, keyset-paged.
@@ -40,12 +86,15 @@ pub struct ListParams {
 }
 
 /// Parameters of [`Store::rescue`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RescueParams {
-    /// Rescue underway jobs whose lease ended before this.
-    pub expired_before: Timestamp,
+    /// Rescue underway jobs whose lease ended before this; `None`: before
+    /// the store's now.
+    pub expired_before: Option<Timestamp>,
     /// Only this queue, or all.
     pub queue: Option<String>,
+    /// At most this many jobs per call (0: no limit).
+    pub limit: usize,
 }
 
 /// What a [`Store::rescue`] did.
@@ -62,8 +111,10 @@ pub struct RescueReport {
 pub enum CancelResult {
     /// It was waiting (scheduled, pending or failed) and is now cancelled.
     Cancelled,
-    /// It is underway: the node running it must cancel it; the store did not
-    /// change it.
+    /// It is underway: the store recorded a request to cancel it, which the
+    /// node running it carries out (it learns of it from
+    /// [`Store::cancel_events`] at once, or from its next
+    /// [`Store::heartbeat`]). The job's state is unchanged until then.
     Underway(Box<JobRow>),
     /// It had already finished in this state; nothing changed.
     Finished(JobState),
@@ -119,10 +170,14 @@ pub type StateCounts = BTreeMap<JobState, u64>;
 /// * **Acknowledged means committed.** [`insert_many`](Store::insert_many)
 ///   returns only once its jobs are committed at the store's sync level (see
 ///   the backend's docs for what that survives).
-/// * **Claims are exclusive.** A job returned by [`claim`](Store::claim) is
-///   `underway`, owned by the claiming node until its lease expires; no other
-///   claim returns it meanwhile. Claims come in launch order: priority, then
-///   `run_at`, then id.
+/// * **Claims are exclusive and limited cluster-wide.** A job returned by
+///   [`claim`](Store::claim) is `underway`, owned by the claiming node until
+///   its lease expires; no other claim returns it meanwhile. Claims come in
+///   launch order: priority, then `run_at`, then id. A claim obeys the
+///   queue's stored settings (see [`save_queue`](Store::save_queue)) counted
+///   over every node: `paused`, `width` (jobs underway, on every node, until
+///   their outcome is committed), `rate` (one token bucket per queue) and
+///   [`hold`](Store::hold); it says which one cut it short.
 /// * **Outcomes are batched.** [`complete`](Store::complete) only enqueues;
 ///   the store writes outcomes in batches, and [`flush`](Store::flush) waits
 ///   until everything enqueued so far is committed. An outcome for an attempt
@@ -137,6 +192,13 @@ pub type StateCounts = BTreeMap<JobState, u64>;
 ///   job run again under the same attempt number. At-least-once either way.)
 /// * **No connection is held by a running job.** Every method does its work
 ///   in one short transaction and returns; nothing spans a job's run.
+/// * **Time.** Every method that depends on the time takes the caller's
+///   `now`. A store whose nodes share a database server keeps time on that
+///   server instead (leases, due checks, rescue, rate), so that nodes with
+///   skewed clocks agree; it may offer a caller-clock mode for tests with a
+///   manual clock.
+/// * **Ids** are unique and never reused. On one node they grow with put
+///   order; across nodes they are not ordered by commit.
 ///
 /// The same contract holds for one process on a SQLite file and for several
 /// nodes sharing a PostgreSQL database.
@@ -149,9 +211,12 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Inserted>>> + Send;
 
-    /// Claims up to `max` pending jobs of a queue, in launch order: each
-    /// becomes underway, attempt + 1, leased to `node`.
-    fn claim(&self, params: ClaimParams) -> impl Future<Output = Result<Vec<JobRow>>> + Send;
+    /// Claims up to `max` pending jobs of a queue, in launch order, within
+    /// the queue's limits: each becomes underway, attempt + 1, leased to
+    /// `node`. Outcomes enqueued before the call are recorded first, so
+    /// their jobs no longer count against the width. Returns once the claim
+    /// is committed (see the backend for how durably).
+    fn claim(&self, params: ClaimParams) -> impl Future<Output = Result<Claimed>> + Send;
 
     /// Enqueues an attempt's outcome, to be written with the next batch.
     fn complete(&self, done: Completion);
@@ -159,17 +224,24 @@ pub trait Store: Send + Sync + 'static {
     /// Waits until every outcome enqueued before this call is committed.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;
 
-    /// Renews the lease of the given jobs held by `node`; returns how many it
-    /// still holds.
+    /// Renews, to `now + lease`, the lease of each of `ids` that `node`
+    /// still holds; reports which it holds, which it lost, and which were
+    /// asked to be cancelled.
     fn heartbeat(
         &self,
         node: &str,
         ids: Vec<JobId>,
-        lease_until: Timestamp,
-    ) -> impl Future<Output = Result<u64>> + Send;
+        lease: Duration,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<HeartbeatReport>> + Send;
 
-    /// Returns jobs whose lease has expired to pending (or dead).
+    /// Returns jobs whose lease has expired to pending (or dead). Safe to
+    /// run on every node at once: each expired job is rescued once.
     fn rescue(&self, params: RescueParams) -> impl Future<Output = Result<RescueReport>> + Send;
+
+    /// Holds every launch of `queue`, on every node, until `until` (a later
+    /// hold extends it; an earlier one changes nothing).
+    fn hold(&self, queue: &str, until: Timestamp) -> impl Future<Output = Result<()>> + Send;
 
     /// Makes scheduled jobs and retries whose time has come pending.
     fn promote_due(&self, queue: &str, now: Timestamp) -> impl Future<Output = Result<u64>> + Send;
@@ -230,4 +302,21 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of jobs that reached a final state, as their outcomes commit.
     /// Receivers that lag should re-read the jobs they wait for.
     fn finished_events(&self) -> broadcast::Receiver<JobId>;
+
+    /// Notified when `queue`'s settings were saved (by any node): a queue
+    /// reloads them.
+    fn settings_signal(&self, queue: &str) -> Arc<Notify>;
+
+    /// Ids of underway jobs someone asked to cancel (by any node). The node
+    /// running one cancels it; the others ignore it.
+    fn cancel_events(&self) -> broadcast::Receiver<JobId>;
+
+    /// How often a waiter should look again although no signal came: `None`
+    /// when the signals are exact (one process), else the fallback for a
+    /// notification lost between nodes.
+    fn poll_interval(&self) -> Option<Duration>;
+
+    /// Writes what is queued and releases the store's connections (or file).
+    /// Later calls fail with [`StoreError::Closed`](crate::StoreError::Closed).
+    fn close(&self) -> impl Future<Output = Result<()>> + Send;
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 use crate::row::{Completion, Finish, JobId, JobState, NewJob, Timestamp};
 use crate::store::RetryResult;
 use crate::store::{
-    CancelResult, ClaimParams, ListParams, QueueRecord, ReprioritizeResult, RescueParams, Store,
+    CancelResult, ClaimParams, Limit, ListParams, QueueRecord, ReprioritizeResult, RescueParams,
+    RescueReport, Store,
 };
 
 /// Generates one `#[tokio::test]` per check of [`testkit`](crate::testkit),
@@ -30,7 +31,8 @@ macro_rules! store_suite {
             prune_removes_old_finished_jobs_only, queue_records_round_trip,
             finished_events_follow_commits, puts_signal_work, invalid_jobs_are_refused,
             snooze_spends_no_attempt, retry_reopens_failures_only, retry_refuses_a_key_a_live_job_holds,
-            oldest_pending_is_the_earliest_runnable);
+            oldest_pending_is_the_earliest_runnable, rescue_is_limited_and_idempotent,
+            claims_obey_the_width, claims_obey_pause_and_hold, claims_obey_the_rate);
     };
     (@tests $make:expr; $($check:ident),* $(,)?) => {
         $(
@@ -109,6 +111,7 @@ pub async fn claims_come_in_launch_order<S: Store>(store: &S) {
         .claim(claim_params("q", 10, at(2)))
         .await
         .expect("claim")
+        .jobs
         .into_iter()
         .map(|j| {
             assert_eq!(j.state, JobState::Underway);
@@ -129,11 +132,13 @@ pub async fn claims_are_exclusive<S: Store>(store: &S) {
     let first = store
         .claim(claim_params("q", 3, at(1)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     let second = store
         .claim(claim_params("q", 10, at(1)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     assert_eq!(first.len(), 3);
     assert_eq!(second.len(), 2);
     assert!(first.iter().all(|j| !second.iter().any(|k| k.id == j.id)));
@@ -141,12 +146,14 @@ pub async fn claims_are_exclusive<S: Store>(store: &S) {
         .claim(claim_params("q", 10, at(1)))
         .await
         .expect("claim")
+        .jobs
         .is_empty());
     assert_eq!(
         store
             .claim(claim_params("other", 10, at(1)))
             .await
             .expect("claim")
+            .jobs
             .len(),
         1
     );
@@ -154,6 +161,7 @@ pub async fn claims_are_exclusive<S: Store>(store: &S) {
         .claim(claim_params("q", 0, at(1)))
         .await
         .expect("claim")
+        .jobs
         .is_empty());
 }
 
@@ -169,13 +177,15 @@ pub async fn scheduled_jobs_wait_until_due<S: Store>(store: &S) {
         .claim(claim_params("q", 1, at(59)))
         .await
         .expect("claim")
+        .jobs
         .is_empty());
     assert_eq!(store.promote_due("q", at(60)).await.expect("promote"), 1);
     assert_eq!(store.next_due("q").await.expect("next_due"), None);
     let claimed = store
         .claim(claim_params("q", 1, at(61)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     assert_eq!(claimed[0].id, id);
     assert_eq!(claimed[0].run_at, at(60));
 }
@@ -206,7 +216,8 @@ pub async fn keys_dedupe_live_jobs_only<S: Store>(store: &S) {
     let claimed = store
         .claim(claim_params("q", 1, at(2)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     assert!(
         store
             .insert_many(vec![keyed.clone()], at(2))
@@ -226,7 +237,8 @@ pub async fn outcomes_set_states<S: Store>(store: &S) {
     let claimed = store
         .claim(claim_params("q", 6, at(1)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     assert_eq!(claimed.len(), 6);
     let verdicts = [
         Finish::Succeeded {
@@ -284,7 +296,8 @@ pub async fn outcomes_set_states<S: Store>(store: &S) {
     let again = store
         .claim(claim_params("q", 10, at(101)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     let again: Vec<(JobId, u32)> = again.iter().map(|j| (j.id, j.attempt)).collect();
     assert!(
         again.contains(&(ids[1], 2))
@@ -310,8 +323,9 @@ pub async fn stale_outcomes_are_ignored<S: Store>(store: &S) {
         .expect("claim");
     let rescued = store
         .rescue(RescueParams {
-            expired_before: at(1000),
+            expired_before: Some(at(1000)),
             queue: None,
+            limit: 0,
         })
         .await
         .expect("rescue");
@@ -319,7 +333,8 @@ pub async fn stale_outcomes_are_ignored<S: Store>(store: &S) {
     let second = store
         .claim(claim_params("q", 1, at(2)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     assert_eq!(second[0].attempt, 2);
     finish(store, id, 1, Finish::Succeeded { result: None }).await;
     assert_eq!(
@@ -353,7 +368,8 @@ pub async fn cancel_answers_by_state<S: Store>(store: &S) {
     let claimed = store
         .claim(claim_params("q", 1, at(1)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     assert_eq!(claimed[0].id, ids[0]);
     match store.cancel(ids[0], at(2)).await.expect("cancel") {
         CancelResult::Underway(row) => assert_eq!(row.node.as_deref(), Some("node-a")),
@@ -380,6 +396,7 @@ pub async fn cancel_answers_by_state<S: Store>(store: &S) {
         .claim(claim_params("q", 10, at(100)))
         .await
         .expect("claim")
+        .jobs
         .is_empty());
 }
 
@@ -408,7 +425,8 @@ pub async fn reprioritize_waiting_jobs_only<S: Store>(store: &S) {
     let next = store
         .claim(claim_params("q", 1, at(2)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     assert_eq!(next[0].id, ids[2]);
 }
 
@@ -423,16 +441,18 @@ pub async fn rescue_returns_expired_leases<S: Store>(store: &S) {
         .expect("claim");
     let none = store
         .rescue(RescueParams {
-            expired_before: at(30),
+            expired_before: Some(at(30)),
             queue: None,
+            limit: 0,
         })
         .await
         .expect("rescue");
     assert_eq!((none.requeued, none.dead), (0, 0), "leases run to 30 s");
     let report = store
         .rescue(RescueParams {
-            expired_before: at(31),
+            expired_before: Some(at(31)),
             queue: Some("q".into()),
+            limit: 0,
         })
         .await
         .expect("rescue");
@@ -446,31 +466,32 @@ pub async fn rescue_returns_expired_leases<S: Store>(store: &S) {
         .is_some_and(|e| e.contains("orphaned")));
 }
 
-/// A heartbeat moves the lease of the node's own jobs only.
+/// A heartbeat moves the lease of the node's own jobs only, and reports
+/// which it holds, which it lost, and which someone asked to cancel.
 pub async fn heartbeat_extends_leases<S: Store>(store: &S) {
-    let ids = ids(store, vec![job("q", 0), job("q", 0)], at(0)).await;
+    let ids = ids(store, vec![job("q", 0), job("q", 0), job("q", 0)], at(0)).await;
     store
         .claim(claim_params("q", 2, at(0)))
         .await
         .expect("claim");
-    assert_eq!(
-        store
-            .heartbeat("node-a", ids.clone(), at(90))
-            .await
-            .expect("heartbeat"),
-        2
-    );
-    assert_eq!(
-        store
-            .heartbeat("node-b", ids.clone(), at(500))
-            .await
-            .expect("heartbeat"),
-        0
-    );
+    let report = store
+        .heartbeat("node-a", ids.clone(), Duration::from_secs(60), at(30))
+        .await
+        .expect("heartbeat");
+    assert_eq!(report.held, ids[..2].to_vec());
+    assert_eq!(report.lost, vec![ids[2]], "never claimed: not held");
+    assert!(report.cancel.is_empty());
+    let other = store
+        .heartbeat("node-b", ids.clone(), Duration::from_secs(500), at(30))
+        .await
+        .expect("heartbeat");
+    assert!(other.held.is_empty());
+    assert_eq!(other.lost, ids);
     let rescued = store
         .rescue(RescueParams {
-            expired_before: at(60),
+            expired_before: Some(at(60)),
             queue: None,
+            limit: 0,
         })
         .await
         .expect("rescue");
@@ -484,6 +505,196 @@ pub async fn heartbeat_extends_leases<S: Store>(store: &S) {
             .lease_until,
         Some(at(90))
     );
+    // A cancel request for an underway job: recorded, reported, announced.
+    let mut cancels = store.cancel_events();
+    match store.cancel(ids[1], at(31)).await.expect("cancel") {
+        CancelResult::Underway(row) => assert_eq!(row.node.as_deref(), Some("node-a")),
+        other => panic!("cancelling an underway job answered {other:?}"),
+    }
+    let announced = tokio::time::timeout(Duration::from_secs(5), cancels.recv())
+        .await
+        .expect("a cancel event within 5 s")
+        .expect("event");
+    assert_eq!(announced, ids[1]);
+    let report = store
+        .heartbeat("node-a", ids[..2].to_vec(), Duration::from_secs(60), at(32))
+        .await
+        .expect("heartbeat");
+    assert_eq!(report.cancel, vec![ids[1]]);
+    assert_eq!(
+        state(store, ids[1]).await,
+        JobState::Underway,
+        "the node cancels it"
+    );
+    // Rescued after its lease expired: lost to its node, whose late
+    // outcome changes nothing.
+    store
+        .rescue(RescueParams {
+            expired_before: Some(at(1000)),
+            queue: Some("q".into()),
+            limit: 0,
+        })
+        .await
+        .expect("rescue");
+    let report = store
+        .heartbeat(
+            "node-a",
+            ids[..2].to_vec(),
+            Duration::from_secs(60),
+            at(1001),
+        )
+        .await
+        .expect("heartbeat");
+    assert!(report.held.is_empty());
+    assert_eq!(report.lost, ids[..2].to_vec());
+    finish(store, ids[0], 1, Finish::Succeeded { result: None }).await;
+    assert_eq!(state(store, ids[0]).await, JobState::Pending);
+}
+
+/// A rescue takes at most `limit` jobs; the next takes the rest, once.
+pub async fn rescue_is_limited_and_idempotent<S: Store>(store: &S) {
+    ids(store, (0..5).map(|_| job("q", 0)).collect(), at(0)).await;
+    store
+        .claim(claim_params("q", 5, at(0)))
+        .await
+        .expect("claim");
+    let rescue = |limit| RescueParams {
+        expired_before: Some(at(100)),
+        queue: Some("q".into()),
+        limit,
+    };
+    let first = store.rescue(rescue(3)).await.expect("rescue");
+    assert_eq!(first.requeued, 3);
+    let second = store.rescue(rescue(0)).await.expect("rescue");
+    assert_eq!(second.requeued, 2);
+    let third = store.rescue(rescue(0)).await.expect("rescue");
+    assert_eq!(third, RescueReport::default());
+}
+
+/// Stores a queue record with these settings.
+async fn settings<S: Store>(store: &S, queue: &str, settings: serde_json::Value) {
+    store
+        .save_queue(QueueRecord {
+            name: queue.to_owned(),
+            declared: serde_json::json!({}),
+            settings,
+        })
+        .await
+        .expect("save");
+}
+
+/// A claim obeys the queue's stored width over every node's underway jobs,
+/// and says so; a committed outcome frees the width.
+pub async fn claims_obey_the_width<S: Store>(store: &S) {
+    settings(
+        store,
+        "q",
+        serde_json::json!({"width": 3, "paused": false, "rate": null}),
+    )
+    .await;
+    ids(store, (0..6).map(|_| job("q", 0)).collect(), at(0)).await;
+    let a = store
+        .claim(claim_params("q", 2, at(1)))
+        .await
+        .expect("claim");
+    assert_eq!((a.jobs.len(), a.limited), (2, None));
+    let mut b = claim_params("q", 10, at(1));
+    b.node = "node-b".into();
+    let b1 = store.claim(b.clone()).await.expect("claim");
+    assert_eq!((b1.jobs.len(), b1.limited), (1, Some(Limit::Width)));
+    let b2 = store.claim(b.clone()).await.expect("claim");
+    assert_eq!((b2.jobs.len(), b2.limited), (0, Some(Limit::Width)));
+    // An outcome enqueued before the claim frees its place.
+    store.complete(Completion {
+        id: a.jobs[0].id,
+        attempt: 1,
+        finish: Finish::Succeeded { result: None },
+        at: at(2),
+    });
+    let b3 = store.claim(b.clone()).await.expect("claim");
+    assert_eq!(b3.jobs.len(), 1, "the finished job's place is free");
+    // No queue record: no limits.
+    ids(store, (0..4).map(|_| job("free", 0)).collect(), at(0)).await;
+    let free = store
+        .claim(claim_params("free", 10, at(1)))
+        .await
+        .expect("claim");
+    assert_eq!((free.jobs.len(), free.limited), (4, None));
+}
+
+/// A paused queue claims nothing; a hold claims nothing until it ends.
+pub async fn claims_obey_pause_and_hold<S: Store>(store: &S) {
+    settings(
+        store,
+        "q",
+        serde_json::json!({"width": 10, "paused": true, "rate": null}),
+    )
+    .await;
+    ids(store, (0..3).map(|_| job("q", 0)).collect(), at(0)).await;
+    let paused = store
+        .claim(claim_params("q", 5, at(1)))
+        .await
+        .expect("claim");
+    assert_eq!(
+        (paused.jobs.len(), paused.limited),
+        (0, Some(Limit::Paused))
+    );
+    settings(
+        store,
+        "q",
+        serde_json::json!({"width": 10, "paused": false, "rate": null}),
+    )
+    .await;
+    store.hold("q", at(10)).await.expect("hold");
+    store
+        .hold("q", at(5))
+        .await
+        .expect("an earlier hold changes nothing");
+    let held = store
+        .claim(claim_params("q", 5, at(6)))
+        .await
+        .expect("claim");
+    assert_eq!(
+        (held.jobs.len(), held.limited),
+        (0, Some(Limit::Held { until: at(10) }))
+    );
+    let after = store
+        .claim(claim_params("q", 5, at(10)))
+        .await
+        .expect("claim");
+    assert_eq!(after.jobs.len(), 3);
+}
+
+/// The rate is one token bucket per queue: a burst, then a token per
+/// period, with the time of the next one when it runs out.
+pub async fn claims_obey_the_rate<S: Store>(store: &S) {
+    settings(
+        store,
+        "q",
+        serde_json::json!({"width": 100, "paused": false,
+            "rate": {"count": 2, "period_ms": 1000, "burst": 3}}),
+    )
+    .await;
+    ids(store, (0..10).map(|_| job("q", 0)).collect(), at(0)).await;
+    let first = store
+        .claim(claim_params("q", 10, at(1)))
+        .await
+        .expect("claim");
+    assert_eq!(first.jobs.len(), 3, "the burst");
+    let next = at(1).plus(Duration::from_millis(500));
+    assert_eq!(first.limited, Some(Limit::Rate { next }));
+    let mut other = claim_params("q", 10, at(1));
+    other.node = "node-b".into();
+    let none = store.claim(other).await.expect("claim");
+    assert_eq!(
+        (none.jobs.len(), none.limited),
+        (0, Some(Limit::Rate { next }))
+    );
+    let later = store
+        .claim(claim_params("q", 10, at(2)))
+        .await
+        .expect("claim");
+    assert_eq!(later.jobs.len(), 2, "two tokens a second");
 }
 
 /// Newest first, filtered, with an id cursor.
@@ -552,7 +763,8 @@ pub async fn counts_per_state<S: Store>(store: &S) {
     let claimed = store
         .claim(claim_params("q", 2, at(1)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     finish(store, claimed[0].id, 1, Finish::Succeeded { result: None }).await;
     let counts = store.counts("q").await.expect("counts");
     let get = |s| counts.get(&s).copied().unwrap_or(0);
@@ -593,7 +805,8 @@ pub async fn prune_removes_old_finished_jobs_only<S: Store>(store: &S) {
     let claimed = store
         .claim(claim_params("q", 10, at(12)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     for j in claimed {
         finish(store, j.id, j.attempt, Finish::Cancelled).await;
     }
@@ -722,7 +935,8 @@ pub async fn snooze_spends_no_attempt<S: Store>(store: &S) {
     let again = store
         .claim(claim_params("q", 1, at(41)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     assert_eq!((again[0].attempt, again[0].max_attempts), (2, 2));
 }
 
@@ -761,7 +975,8 @@ pub async fn retry_reopens_failures_only<S: Store>(store: &S) {
     let again = store
         .claim(claim_params("q", 1, at(21)))
         .await
-        .expect("claim");
+        .expect("claim")
+        .jobs;
     assert_eq!(
         (again[0].id, again[0].attempt),
         (ids[2], 1),

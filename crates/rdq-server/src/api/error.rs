@@ -38,6 +38,14 @@ pub enum ApiError {
     /// database, shutting down): a real outage, worth retrying later.
     #[error("{0}")]
     Unavailable(String),
+    /// The database server cannot be reached (PostgreSQL down, no free
+    /// connection within the pool's acquire timeout): retry later.
+    #[error("{0}")]
+    StoreUnavailable(String),
+    /// A statement ran past the database's statement or lock timeout:
+    /// retry later.
+    #[error("{0}")]
+    StoreTimeout(String),
     /// A bug.
     #[error("{0}")]
     Internal(String),
@@ -56,7 +64,8 @@ pub struct ErrorDetail {
     /// A stable, machine-readable code: `bad_request`, `unauthorized`,
     /// `not_found`, `method_not_allowed`, `conflict`, `payload_too_large`,
     /// `uri_too_long`, `unsupported_media_type`, `unprocessable`,
-    /// `headers_too_large`, `unavailable`, `internal`.
+    /// `headers_too_large`, `unavailable`, `store_unavailable`,
+    /// `store_timeout`, `internal`.
     pub code: &'static str,
     /// What went wrong and how to fix it, for people.
     pub message: String,
@@ -77,6 +86,8 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::StoreTimeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -103,6 +114,8 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
             StoreError::Invalid(m) => ApiError::Unprocessable(m),
+            e @ StoreError::Unavailable(_) => ApiError::StoreUnavailable(e.to_string()),
+            e @ StoreError::Timeout(_) => ApiError::StoreTimeout(e.to_string()),
             // An outage: its text says what is down (a full disk, a locked
             // file), never a statement.
             e if e.is_unavailable() => ApiError::Unavailable(e.to_string()),
@@ -125,8 +138,7 @@ impl From<DurableError> for ApiError {
             e @ (DurableError::Finished(..)
             | DurableError::Underway(_)
             | DurableError::NotRetryable(..)
-            | DurableError::KeyHeld(..)
-            | DurableError::Elsewhere(..)) => ApiError::Conflict(e.to_string()),
+            | DurableError::KeyHeld(..)) => ApiError::Conflict(e.to_string()),
             e @ (DurableError::UnknownKind { .. } | DurableError::InvalidArgs(_)) => {
                 ApiError::Unprocessable(e.to_string())
             }

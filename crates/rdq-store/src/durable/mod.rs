@@ -1,23 +1,45 @@
 //! Durable queues; the model is documented on [`DurableQueue`].
+//!
+//! One file per moving part: the face ([`DurableQueue`], here), the
+//! [builder](builder), the [producer](producer) that claims jobs, the
+//! [completer](completer) that turns outcomes into store writes, the
+//! [heartbeat](heartbeat) that renews leases and carries out cancel requests,
+//! the [rescuer](rescuer) that returns dead nodes' jobs, the
+//! [listener](listener) that reloads settings other nodes change, and the
+//! [pruner](pruner).
 
+mod builder;
+mod completer;
 mod handler;
+mod heartbeat;
+mod listener;
+mod options;
 mod producer;
+mod pruner;
+mod rescuer;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use rdq::{DispatchQueue, Outcome, Rate, RateLimiter, StopMode};
-use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch, Notify};
+use rdq::{DispatchQueue, Rate, StopMode};
+use serde::Serialize;
+use tokio::sync::broadcast;
 
-use self::handler::{erase, Registry};
+pub use self::builder::Builder;
+use self::completer::Tracker;
+use self::handler::Registry;
 pub use self::handler::{HandlerError, JobContext, Retry};
+use self::options::millis;
+pub use self::options::{
+    AttemptEnd, AttemptHook, DurableError, JobSpec, KindOptions, ProducerStats, PutOptions,
+    QueueSettings, RateSetting, StopReport,
+};
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::retry::Backoff;
-use crate::row::{Completion, Finish, Inserted, JobId, JobRow, JobState, NewJob, Timestamp};
+use crate::row::{Inserted, JobId, JobRow, JobState, NewJob, Timestamp};
 use crate::store::{
     CancelResult, ListParams, QueueRecord, ReprioritizeResult, RetryResult, StateCounts, Store,
 };
@@ -26,395 +48,6 @@ use crate::store::{
 type Claimed = Arc<JobRow>;
 type Memory = DispatchQueue<Claimed, Option<String>, HandlerError>;
 
-/// The settings a queue keeps across restarts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueSettings {
-    /// Most jobs underway at once.
-    pub width: usize,
-    /// Launch rate limit.
-    pub rate: Option<RateSetting>,
-    /// Whether launches are paused.
-    pub paused: bool,
-    /// Default job timeout, in milliseconds.
-    pub timeout_ms: Option<u64>,
-}
-
-/// A [`Rate`] as stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RateSetting {
-    /// Launches per period.
-    pub count: u32,
-    /// The period, in milliseconds.
-    pub period_ms: u64,
-    /// Launches allowed back to back.
-    pub burst: u32,
-}
-
-impl RateSetting {
-    /// The stored form of a rate.
-    pub fn of(rate: Rate) -> Self {
-        RateSetting {
-            count: rate.count(),
-            period_ms: millis(rate.period()),
-            burst: rate.burst(),
-        }
-    }
-
-    /// The rate, if the stored values are valid.
-    pub fn to_rate(self) -> Option<Rate> {
-        Rate::new(self.count, Duration::from_millis(self.period_ms))
-            .and_then(|r| r.with_burst(self.burst))
-            .ok()
-    }
-}
-
-/// Whole milliseconds of `d`, saturating (an `as` cast would wrap).
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Per-job settings for [`DurableQueue::put`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PutOptions {
-    /// Lower runs first. Default 0.
-    pub priority: i32,
-    /// Not before this time. Default: now.
-    pub run_at: Option<SystemTime>,
-    /// While a live job of this queue has this key, a put returns it instead
-    /// of adding another.
-    pub key: Option<String>,
-    /// Overrides the queue's `max_attempts`.
-    pub max_attempts: Option<u32>,
-    /// Overrides the queue's timeout.
-    pub timeout: Option<Duration>,
-}
-
-impl PutOptions {
-    /// Options with this priority.
-    pub fn priority(priority: i32) -> Self {
-        PutOptions {
-            priority,
-            ..PutOptions::default()
-        }
-    }
-
-    /// Runs no sooner than `at`.
-    pub fn run_at(mut self, at: SystemTime) -> Self {
-        self.run_at = Some(at);
-        self
-    }
-
-    /// Runs no sooner than `delay` from now (a delay past year 9999 means
-    /// [`Timestamp::MAX`]).
-    pub fn delay(self, delay: Duration) -> Self {
-        let at = SystemTime::now()
-            .checked_add(delay)
-            .unwrap_or_else(|| Timestamp::MAX.to_system_time());
-        self.run_at(at)
-    }
-
-    /// Sets the idempotency key.
-    pub fn key(mut self, key: impl Into<String>) -> Self {
-        self.key = Some(key.into());
-        self
-    }
-
-    /// Sets the job's own attempt limit.
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = Some(n);
-        self
-    }
-
-    /// Sets the job's own timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-}
-
-/// One job of a [`DurableQueue::put_many`] batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobSpec {
-    /// Its kind.
-    pub kind: String,
-    /// Its arguments as JSON text.
-    pub args: String,
-    /// Its options.
-    pub options: PutOptions,
-}
-
-impl JobSpec {
-    /// A job with serializable arguments.
-    pub fn new(
-        kind: impl Into<String>,
-        args: &(impl Serialize + ?Sized),
-        options: PutOptions,
-    ) -> Result<Self, DurableError> {
-        let args =
-            serde_json::to_string(args).map_err(|e| DurableError::InvalidArgs(e.to_string()))?;
-        Ok(JobSpec {
-            kind: kind.into(),
-            args,
-            options,
-        })
-    }
-}
-
-/// Why a durable queue operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DurableError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// No such job in this queue.
-    #[error("job {0} not found")]
-    NotFound(JobId),
-    /// The job has finished; nothing changed.
-    #[error("job {0} has already finished ({1})")]
-    Finished(JobId, JobState),
-    /// The job is underway; only waiting jobs can be reprioritized.
-    #[error("job {0} is underway; only waiting jobs can be reprioritized")]
-    Underway(JobId),
-    /// The job is waiting, running or succeeded: nothing to retry.
-    #[error("job {0} is {1}; only failed, dead or cancelled jobs can be retried")]
-    NotRetryable(JobId, JobState),
-    /// The job is finished and a newer live job holds its idempotency key:
-    /// retrying it would make two live jobs with one key.
-    #[error(
-        "job {0} cannot be retried: live job {1} of its queue holds its key; \
-         wait for job {1} to finish or cancel it, then retry"
-    )]
-    KeyHeld(JobId, JobId),
-    /// The job is underway on another node, which must cancel it.
-    #[error("job {0} is underway on node {1}")]
-    Elsewhere(JobId, String),
-    /// No handler for this kind.
-    #[error("queue {queue:?} has no handler for kind {kind:?}; it knows {known:?}")]
-    UnknownKind {
-        /// The queue.
-        queue: String,
-        /// The kind asked for.
-        kind: String,
-        /// The kinds it has.
-        known: Vec<String>,
-    },
-    /// The arguments could not be serialized, or are not JSON.
-    #[error("invalid job arguments: {0}")]
-    InvalidArgs(String),
-    /// The queue has been stopped.
-    #[error("the queue is stopped")]
-    Stopped,
-}
-
-/// Retry policy for one kind of job, overriding the queue's; see
-/// [`Builder::kind_options`].
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct KindOptions {
-    /// Attempts for jobs of this kind (a job's own setting still wins).
-    pub max_attempts: Option<u32>,
-    /// Delays between its retries.
-    pub backoff: Option<Backoff>,
-}
-
-/// How one attempt ended, as the store records it: what
-/// [`Builder::on_attempt_end`] hooks see.
-#[derive(Debug, Clone, Copy)]
-pub struct AttemptEnd<'a> {
-    /// The job as claimed (its `attempt` is this attempt).
-    pub job: &'a JobRow,
-    /// The verdict: `succeeded`, `failed` (will retry), `dead`, `cancelled`,
-    /// `snoozed` (comes back without spending an attempt), or `released`
-    /// (given back unfinished when the queue stopped).
-    pub outcome: &'static str,
-    /// From when the job could run to its launch.
-    pub wait: Duration,
-    /// How long the attempt ran (`None` if it never launched).
-    pub run: Option<Duration>,
-}
-
-/// A hook called with every attempt's end; see [`Builder::on_attempt_end`].
-pub type AttemptHook = Arc<dyn Fn(&AttemptEnd<'_>) + Send + Sync>;
-
-/// What [`DurableQueue::stop`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StopReport {
-    /// Claimed jobs that had not launched, back to pending.
-    pub released: usize,
-    /// Underway jobs the grace period cut off, back to pending.
-    pub interrupted: usize,
-}
-
-/// What a queue's producer (the task that claims jobs from the store) has
-/// done since the queue was built; from [`DurableQueue::producer_stats`] and
-/// [`DurableQueue::settled`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProducerStats {
-    /// Rounds begun: each looks at the store once (promotes due jobs, takes
-    /// rate tokens, claims up to the free width), unless the queue is held.
-    pub rounds: u64,
-    /// Jobs claimed, over all rounds (a retry claims its job again).
-    pub claimed: u64,
-}
-
-/// Claimed jobs by store id, for cancel; and cancels that arrived between a
-/// claim and the job's arrival in memory.
-#[derive(Default)]
-struct ClaimTable {
-    memory_ids: HashMap<JobId, rdq::JobId>,
-    doomed: HashSet<JobId>,
-}
-
-/// What the in-memory queue's `on_finish` hook needs: turns outcomes into
-/// store completions.
-struct Tracker<S> {
-    queue: String,
-    store: Arc<S>,
-    clock: Clock,
-    backoff: Backoff,
-    kinds: HashMap<String, KindOptions>,
-    stopping: AtomicBool,
-    claims: Mutex<ClaimTable>,
-    /// Wakes the producer.
-    wake: Arc<Notify>,
-    /// The earliest known time a scheduled job or retry becomes due.
-    due_hint: AtomicI64,
-    /// No claims before this time (a throttled target); microseconds.
-    hold_until: AtomicI64,
-    released: std::sync::atomic::AtomicUsize,
-    interrupted: std::sync::atomic::AtomicUsize,
-    on_attempt_end: Option<AttemptHook>,
-    /// Producer rounds begun.
-    rounds: AtomicU64,
-    /// Jobs the producer claimed.
-    claimed: AtomicU64,
-    /// The number of the round after which the producer last went idle
-    /// (waiting for a wake-up, a due time or a token); `u64::MAX` once it
-    /// has ended. What [`DurableQueue::settled`] waits on.
-    idle_after: watch::Sender<u64>,
-}
-
-impl<S: Store> Tracker<S> {
-    fn claims(&self) -> MutexGuard<'_, ClaimTable> {
-        self.claims.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Holds claims until `until` (extends, never shortens, a hold).
-    fn hold(&self, until: Timestamp) {
-        self.hold_until.fetch_max(until.0, Ordering::AcqRel);
-        self.wake.notify_one();
-    }
-
-    fn hint_due(&self, at: Timestamp) {
-        self.due_hint.fetch_min(at.0, Ordering::AcqRel);
-        self.wake.notify_one();
-    }
-
-    fn finished(&self, job: &rdq::Job<Claimed, Option<String>, HandlerError>) {
-        let row = &job.arg;
-        {
-            let mut claims = self.claims();
-            claims.memory_ids.remove(&row.id);
-            claims.doomed.remove(&row.id);
-        }
-        let now = self.clock.now();
-        let fail = |error: String, retry: Retry| -> Finish {
-            if retry == Retry::Never || row.attempt >= row.max_attempts {
-                Finish::Dead { error }
-            } else {
-                let backoff = self
-                    .kinds
-                    .get(&row.kind)
-                    .and_then(|k| k.backoff)
-                    .unwrap_or(self.backoff);
-                let delay = match retry {
-                    Retry::After(d) => d,
-                    _ => backoff.delay(row.attempt),
-                };
-                Finish::Retry {
-                    error,
-                    run_at: now.plus(delay),
-                }
-            }
-        };
-        let snooze = |error: &HandlerError, delay: Duration| Finish::Snooze {
-            error: error.message().to_owned(),
-            run_at: now.plus(delay),
-        };
-        let finish = match &job.outcome {
-            Outcome::Ok(result) => Finish::Succeeded {
-                result: result.clone(),
-            },
-            Outcome::Failed(e) => match e.retry() {
-                Retry::Snooze(delay) => snooze(e, delay),
-                Retry::Throttle(delay) => {
-                    self.hold(now.plus(delay));
-                    tracing::info!(queue = %self.queue, job = %row.id, delay = ?delay, error = %e, "target throttled us; holding the queue");
-                    snooze(e, delay)
-                }
-                retry => fail(e.message().to_owned(), retry),
-            },
-            Outcome::Panicked(msg) => fail(format!("panicked: {msg}"), Retry::Backoff),
-            Outcome::TimedOut => {
-                let ran = job.run_time().unwrap_or_default();
-                fail(format!("timed out after {ran:.1?}"), Retry::Backoff)
-            }
-            Outcome::Cancelled if self.stopping.load(Ordering::Acquire) => {
-                self.interrupted.fetch_add(1, Ordering::Relaxed);
-                Finish::Released {
-                    launched: true,
-                    error: Some("interrupted: the queue stopped before the job finished".into()),
-                }
-            }
-            Outcome::Cancelled => Finish::Cancelled,
-            Outcome::NotRun => {
-                self.released.fetch_add(1, Ordering::Relaxed);
-                Finish::Released {
-                    launched: false,
-                    error: None,
-                }
-            }
-        };
-        match &finish {
-            Finish::Snooze { run_at, .. } => self.hint_due(*run_at),
-            Finish::Retry { error, run_at } => {
-                tracing::info!(queue = %self.queue, job = %row.id, attempt = row.attempt, %error, retry_at = %run_at, "job failed; will retry");
-                self.hint_due(*run_at);
-            }
-            Finish::Dead { error } => {
-                tracing::warn!(queue = %self.queue, job = %row.id, attempt = row.attempt, %error, "job failed for good");
-            }
-            _ => {}
-        }
-        if let Some(hook) = &self.on_attempt_end {
-            let outcome = match &finish {
-                Finish::Succeeded { .. } => "succeeded",
-                Finish::Retry { .. } => "failed",
-                Finish::Dead { .. } => "dead",
-                Finish::Cancelled => "cancelled",
-                Finish::Snooze { .. } => "snoozed",
-                Finish::Released { .. } => "released",
-            };
-            let wait = row
-                .launched_at
-                .map(|l| l.since(row.run_at))
-                .unwrap_or_default();
-            hook(&AttemptEnd {
-                job: row,
-                outcome,
-                wait,
-                run: job.run_time(),
-            });
-        }
-        self.store.complete(Completion {
-            id: row.id,
-            attempt: row.attempt,
-            finish,
-            at: now,
-        });
-        self.wake.notify_one();
-    }
-}
-
 struct Inner<S> {
     name: String,
     store: Arc<S>,
@@ -422,15 +55,60 @@ struct Inner<S> {
     tracker: Arc<Tracker<S>>,
     registry: Registry,
     settings: Mutex<QueueSettings>,
-    /// The launch rate, applied at claim time.
-    limiter: Mutex<Option<RateLimiter>>,
     declared: QueueSettings,
     max_attempts: u32,
     retention: Duration,
     node: String,
     lease: Duration,
     stopped: AtomicBool,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: Mutex<Tasks>,
+}
+
+/// The queue's background tasks. Each holds only a weak reference to the
+/// queue, so dropping every handle to a queue ends them.
+#[derive(Default)]
+struct Tasks {
+    producer: Option<tokio::task::JoinHandle<()>>,
+    /// Renews leases while jobs run: stopped after the in-memory queue.
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+    /// Hold nothing worth finishing: cut off at stop.
+    others: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Tasks {
+    fn start<S: Store>(inner: &Arc<Inner<S>>) {
+        let weak = Arc::downgrade(inner);
+        let shared = inner.store.poll_interval().is_some();
+        let mut tasks = Tasks {
+            producer: Some(tokio::spawn(producer::run(weak.clone()))),
+            heartbeat: None,
+            others: vec![
+                tokio::spawn(pruner::run(weak.clone())),
+                tokio::spawn(listener::settings(weak.clone())),
+                tokio::spawn(listener::cancels(weak.clone())),
+            ],
+        };
+        // One process owns a store without a poll interval (SQLite, by its
+        // lock file): its jobs cannot be another node's, and its own dead
+        // jobs are recovered when it opens.
+        if shared {
+            tasks.heartbeat = Some(tokio::spawn(heartbeat::run(weak.clone())));
+            tasks.others.push(tokio::spawn(rescuer::run(weak)));
+        }
+        *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+    }
+
+    fn abort_all(&mut self) {
+        let all = self
+            .producer
+            .take()
+            .into_iter()
+            .chain(self.heartbeat.take())
+            .chain(self.others.drain(..));
+        for t in all {
+            t.abort();
+        }
+    }
 }
 
 /// Durable queues: jobs that survive restarts, retried with backoff.
@@ -468,11 +146,25 @@ struct Inner<S> {
 /// claims up to the free width of pending jobs, in launch order (priority,
 /// then `run_at`, then id), and puts them into the in-memory queue, which
 /// enforces width and timeouts, catches panics and cancels underway jobs,
-/// exactly as in memory. The rate limit is applied by the producer, which
-/// takes a token per job *before* claiming it: a claimed job starts at once,
-/// and never holds a claim (or spends an attempt) waiting for a token. Every outcome goes back to the store through
-/// the in-memory queue's `on_finish` hook, batched. No job holds a database
-/// connection or transaction while it runs.
+/// exactly as in memory. The store's claim applies the queue's limits,
+/// counted over every node sharing the store: width (jobs underway until
+/// their outcome is committed), rate (one token bucket, taken *before* a
+/// job is claimed: a claimed job starts at once, and never holds a claim or
+/// spends an attempt waiting for a token), pause and throttle holds. Every
+/// outcome goes back to the store through the in-memory queue's `on_finish`
+/// hook, batched. No job holds a database connection or transaction while
+/// it runs.
+///
+/// # Several nodes
+///
+/// On a store several nodes share (PostgreSQL), each running job is leased
+/// to its node; a heartbeat renews the leases every third of the
+/// [lease](Builder::lease). A node that cannot renew a job's lease in time
+/// gives the job up (cancels it and records nothing), and every node's
+/// rescuer returns jobs whose lease expired to pending, so a dead or hung
+/// node's jobs run elsewhere (at-least-once). Settings changed on one node
+/// reach the others through the store's settings signal; a cancel of a job
+/// underway on another node is recorded and carried out by that node.
 ///
 /// # Outcomes and retries
 ///
@@ -518,215 +210,6 @@ impl<S: Store> std::fmt::Debug for DurableQueue<S> {
             .finish_non_exhaustive()
     }
 }
-
-/// Builds a [`DurableQueue`]; from [`DurableQueue::builder`].
-#[must_use = "call .build().await to get a queue"]
-pub struct Builder<S> {
-    store: S,
-    name: String,
-    declared: QueueSettings,
-    registry: Registry,
-    max_attempts: u32,
-    backoff: Backoff,
-    kinds: HashMap<String, KindOptions>,
-    retention: Duration,
-    clock: Clock,
-    lease: Duration,
-    on_attempt_end: Option<AttemptHook>,
-    watch: bool,
-}
-
-impl<S> std::fmt::Debug for Builder<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
-            .field("name", &self.name)
-            .field("declared", &self.declared)
-            .field("handlers", &self.registry)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S: Store> Builder<S> {
-    /// Most jobs underway at once. Default 1.
-    pub fn width(mut self, width: usize) -> Self {
-        self.declared.width = width;
-        self
-    }
-
-    /// Limits the launch rate.
-    pub fn rate(mut self, rate: Rate) -> Self {
-        self.declared.rate = Some(RateSetting::of(rate));
-        self
-    }
-
-    /// Default timeout of each attempt.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.declared.timeout_ms = Some(millis(timeout));
-        self
-    }
-
-    /// Whether the stall watchdog watches this queue's jobs, reported under
-    /// their stored ids (when `rdq` is built with its `watchdog` feature;
-    /// default on). See `rdq::Builder::watch`.
-    pub fn watch(mut self, on: bool) -> Self {
-        self.watch = on;
-        self
-    }
-
-    /// Starts paused (if no runtime change says otherwise).
-    pub fn paused(mut self, paused: bool) -> Self {
-        self.declared.paused = paused;
-        self
-    }
-
-    /// Attempts per job, unless the job sets its own. Default 20.
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = n.max(1);
-        self
-    }
-
-    /// Delay before each retry. Default: see [`Backoff`].
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// Retry policy for jobs of `kind` (attempts, backoff), overriding the
-    /// queue's; a job's own `max_attempts` still wins.
-    pub fn kind_options(mut self, kind: impl Into<String>, options: KindOptions) -> Self {
-        self.kinds.insert(kind.into(), options);
-        self
-    }
-
-    /// Calls `hook` when each attempt ends, with its verdict and timings
-    /// (for metrics and event streams). It runs on the thread that decided
-    /// the outcome: keep it quick and never block in it.
-    pub fn on_attempt_end(
-        mut self,
-        hook: impl Fn(&AttemptEnd<'_>) + Send + Sync + 'static,
-    ) -> Self {
-        self.on_attempt_end = Some(Arc::new(hook));
-        self
-    }
-
-    /// How long finished jobs are kept before pruning. Default 7 days.
-    pub fn retention(mut self, retention: Duration) -> Self {
-        self.retention = retention;
-        self
-    }
-
-    /// Where time comes from; see [`Clock`].
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// How long a claim holds without a heartbeat (multi-node stores).
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    /// Registers the handler for jobs of `kind`. Arguments are deserialized
-    /// from JSON into `T`; the `Ok` value is kept as the job's result.
-    pub fn handler<T, O, F, Fut>(mut self, kind: impl Into<String>, handler: F) -> Self
-    where
-        T: serde::de::DeserializeOwned + Send + 'static,
-        O: Serialize + Send + 'static,
-        F: Fn(T, JobContext) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = Result<O, HandlerError>> + Send + 'static,
-    {
-        self.registry.handlers.insert(kind.into(), erase(handler));
-        self
-    }
-
-    /// Loads persisted settings, starts the producer and maintenance tasks,
-    /// and returns the queue. Needs a Tokio runtime.
-    pub async fn build(self) -> Result<DurableQueue<S>, DurableError> {
-        let store = Arc::new(self.store);
-        let declared_json = serde_json::to_value(&self.declared).expect("settings serialize");
-        let effective = match store.load_queue(&self.name).await? {
-            Some(rec) if rec.declared == declared_json => {
-                serde_json::from_value(rec.settings).unwrap_or_else(|_| self.declared.clone())
-            }
-            _ => self.declared.clone(),
-        };
-        store
-            .save_queue(QueueRecord {
-                name: self.name.clone(),
-                declared: declared_json,
-                settings: serde_json::to_value(&effective).expect("settings serialize"),
-            })
-            .await?;
-
-        let tracker = Arc::new(Tracker {
-            queue: self.name.clone(),
-            store: store.clone(),
-            clock: self.clock.clone(),
-            backoff: self.backoff,
-            kinds: self.kinds.clone(),
-            stopping: AtomicBool::new(false),
-            claims: Mutex::new(ClaimTable::default()),
-            wake: store.work_signal(&self.name),
-            due_hint: AtomicI64::new(i64::MIN), // check at start
-            hold_until: AtomicI64::new(i64::MIN),
-            released: Default::default(),
-            interrupted: Default::default(),
-            on_attempt_end: self.on_attempt_end.clone(),
-            rounds: AtomicU64::new(0),
-            claimed: AtomicU64::new(0),
-            idle_after: watch::Sender::new(0),
-        });
-        let registry = self.registry.clone();
-        let hook_tracker = tracker.clone();
-        let mut memory = DispatchQueue::builder(move |job: Claimed| registry.run(&job))
-            .name(self.name.clone())
-            .width(effective.width)
-            .paused(effective.paused)
-            .watch(self.watch)
-            .on_finish(move |job| hook_tracker.finished(job));
-        if let Some(ms) = effective.timeout_ms {
-            memory = memory.timeout(Duration::from_millis(ms));
-        }
-        let inner = Arc::new(Inner {
-            name: self.name,
-            store,
-            memory: memory.build(),
-            tracker,
-            registry: self.registry,
-            limiter: Mutex::new(
-                effective
-                    .rate
-                    .and_then(RateSetting::to_rate)
-                    .map(RateLimiter::new),
-            ),
-            settings: Mutex::new(effective),
-            declared: self.declared,
-            max_attempts: self.max_attempts,
-            retention: self.retention,
-            node: node_name(),
-            lease: self.lease,
-            stopped: AtomicBool::new(false),
-            tasks: Mutex::new(Vec::new()),
-        });
-        let tasks = vec![
-            tokio::spawn(producer::run(Arc::downgrade(&inner))),
-            tokio::spawn(producer::prune(Arc::downgrade(&inner))),
-        ];
-        *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
-        Ok(DurableQueue { inner })
-    }
-}
-
-fn node_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".to_owned());
-    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
-}
-
 impl<S: Store> DurableQueue<S> {
     /// Starts building the queue `name` in `store`.
     pub fn builder(store: S, name: impl Into<String>) -> Builder<S> {
@@ -745,7 +228,8 @@ impl<S: Store> DurableQueue<S> {
             kinds: HashMap::new(),
             retention: Duration::from_secs(7 * 24 * 3600),
             clock: Clock::System,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(30),
+            node: None,
             on_attempt_end: None,
             watch: true,
         }
@@ -866,13 +350,23 @@ impl<S: Store> DurableQueue<S> {
     /// cancelled) and returns it. Wrap in `tokio::time::timeout` to bound it.
     pub async fn wait(&self, id: JobId) -> Result<JobRow, DurableError> {
         let mut events = self.inner.store.finished_events();
+        // A store shared by nodes may lose a notification: look again now
+        // and then.
+        let poll = self.inner.store.poll_interval();
         loop {
             let row = self.get(id).await?;
             if row.state.is_final() {
                 return Ok(row);
             }
             loop {
-                match events.recv().await {
+                let event = match poll {
+                    Some(every) => match tokio::time::timeout(every, events.recv()).await {
+                        Ok(event) => event,
+                        Err(_) => break,
+                    },
+                    None => events.recv().await,
+                };
+                match event {
                     Ok(done) if done == id => break,
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
@@ -885,7 +379,9 @@ impl<S: Store> DurableQueue<S> {
     }
 
     /// Cancels a job: a waiting one is cancelled in the store; an underway
-    /// one has its future dropped and is recorded cancelled.
+    /// one has its future dropped and is recorded cancelled. On a store
+    /// several nodes share, a job underway on another node is cancelled by
+    /// that node: this returns once the request is recorded.
     pub async fn cancel(&self, id: JobId) -> Result<(), DurableError> {
         let now = self.inner.tracker.clock.now();
         if let Some(row) = self.inner.store.get(id).await? {
@@ -898,30 +394,17 @@ impl<S: Store> DurableQueue<S> {
             CancelResult::Finished(state) => Err(DurableError::Finished(id, state)),
             CancelResult::NotFound => Err(DurableError::NotFound(id)),
             CancelResult::Underway(row) => {
-                let row = *row;
                 if row.node.as_deref() != Some(self.inner.node.as_str()) {
-                    return Err(DurableError::Elsewhere(id, row.node.unwrap_or_default()));
+                    // Recorded; its node carries it out.
+                    return Ok(());
                 }
-                let memory_id = {
-                    let mut claims = self.inner.tracker.claims();
-                    match claims.memory_ids.get(&id) {
-                        Some(m) => Some(*m),
-                        None => {
-                            claims.doomed.insert(id);
-                            None
-                        }
-                    }
-                };
-                // Outside the claims lock: cancelling may run the finish hook.
-                if let Some(m) = memory_id {
-                    if let Err(rdq::JobError::Finished(_)) = self.inner.memory.cancel(m) {
-                        let state = self
-                            .get(id)
-                            .await
-                            .map(|r| r.state)
-                            .unwrap_or(JobState::Succeeded);
-                        return Err(DurableError::Finished(id, state));
-                    }
+                if let Err(rdq::JobError::Finished(_)) = self.inner.cancel_local(id) {
+                    let state = self
+                        .get(id)
+                        .await
+                        .map(|r| r.state)
+                        .unwrap_or(JobState::Succeeded);
+                    return Err(DurableError::Finished(id, state));
                 }
                 Ok(())
             }
@@ -997,7 +480,7 @@ impl<S: Store> DurableQueue<S> {
     /// Deletes the finished jobs older than the queue's retention now, as
     /// the queue does by itself every minute; returns how many.
     pub async fn prune(&self) -> Result<u64, DurableError> {
-        Ok(producer::prune_once(&self.inner).await?)
+        Ok(pruner::prune_once(&self.inner).await?)
     }
 
     /// When the longest-waiting pending job became runnable.
@@ -1025,6 +508,13 @@ impl<S: Store> DurableQueue<S> {
         &self,
         f: impl FnOnce(&mut QueueSettings),
     ) -> Result<QueueSettings, DurableError> {
+        // Start from what is stored: another node may have changed another
+        // setting since this one last heard.
+        if let Some(rec) = self.inner.store.load_queue(&self.inner.name).await? {
+            if let Ok(stored) = serde_json::from_value::<QueueSettings>(rec.settings) {
+                self.inner.apply(stored);
+            }
+        }
         let settings = {
             let mut s = self.settings_lock();
             f(&mut s);
@@ -1055,7 +545,6 @@ impl<S: Store> DurableQueue<S> {
     /// Sets or removes the rate limit, now and after restarts.
     pub async fn set_rate(&self, rate: Option<Rate>) -> Result<(), DurableError> {
         self.change(|s| s.rate = rate.map(RateSetting::of)).await?;
-        *self.inner.limiter.lock().unwrap_or_else(|e| e.into_inner()) = rate.map(RateLimiter::new);
         self.inner.tracker.wake.notify_one();
         Ok(())
     }
@@ -1104,17 +593,18 @@ impl<S: Store> DurableQueue<S> {
         inner.stopped.store(true, Ordering::Release);
         inner.tracker.stopping.store(true, Ordering::Release);
         inner.tracker.wake.notify_one();
-        let tasks = std::mem::take(&mut *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut tasks = tasks.into_iter();
-        // The producer finishes its round and returns; the pruner holds
-        // nothing worth finishing, so it is cut off mid-sleep.
-        if let Some(producer) = tasks.next() {
+        let mut tasks = std::mem::take(&mut *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        // The producer finishes its round and returns; the heartbeat goes on
+        // renewing leases while underway jobs finish; the rest hold nothing
+        // worth finishing, so they are cut off mid-sleep.
+        if let Some(producer) = tasks.producer.take() {
             let _ = producer.await;
         }
-        for t in tasks {
+        for t in tasks.others.drain(..) {
             t.abort();
         }
         inner.memory.stop(StopMode::CancelAfter(grace)).await;
+        tasks.abort_all();
         inner.store.flush().await?;
         Ok(StopReport {
             released: inner.tracker.released.load(Ordering::Relaxed),
@@ -1125,51 +615,20 @@ impl<S: Store> DurableQueue<S> {
 
 impl<S> Drop for Inner<S> {
     fn drop(&mut self) {
-        for t in self
-            .tasks
+        self.tasks
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            t.abort();
-        }
+            .abort_all();
     }
 }
 
-/// For the producer: the pieces of the queue it drives.
+/// For the tasks: the pieces of the queue they drive.
 impl<S: Store> Inner<S> {
     fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
 
-    /// Takes up to `n` rate tokens; returns how many, and when the next one
-    /// comes if it ran out.
-    fn take_tokens(&self, n: usize) -> (usize, Option<tokio::time::Instant>) {
-        let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(limiter) = limiter.as_mut() else {
-            return (n, None);
-        };
-        let now = tokio::time::Instant::now();
-        for taken in 0..n {
-            if let Err(next) = limiter.try_acquire(now) {
-                return (taken, Some(next));
-            }
-        }
-        (n, None)
-    }
-
-    /// Gives back tokens taken for jobs the claim did not find.
-    fn refund_tokens(&self, n: usize) {
-        if let Some(limiter) = self
-            .limiter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            limiter.refund(n as u32);
-        }
-    }
-
+    /// How many more jobs this node's in-memory queue can take.
     fn free_width(&self) -> usize {
         if self
             .settings
@@ -1181,5 +640,73 @@ impl<S: Store> Inner<S> {
         }
         let (underway, pending) = self.memory.size();
         self.memory.width().saturating_sub(underway + pending)
+    }
+
+    /// Cancels a job this node holds in memory; a job claimed but not yet
+    /// in memory is cancelled when it arrives.
+    fn cancel_local(&self, id: JobId) -> Result<(), rdq::JobError> {
+        let memory_id = {
+            let mut claims = self.tracker.claims();
+            match claims.held.get(&id) {
+                Some(h) => Some(h.memory),
+                None => {
+                    claims.doomed.insert(id);
+                    None
+                }
+            }
+        };
+        // Outside the claims lock: cancelling may run the finish hook.
+        match memory_id {
+            Some(m) => self.memory.cancel(m).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives up jobs this node may no longer hold (their lease expired or
+    /// the store says they are no longer ours): cancels them in memory and
+    /// records nothing for them.
+    fn give_up(&self, ids: &[JobId]) {
+        let mut memory_ids = Vec::with_capacity(ids.len());
+        {
+            let mut claims = self.tracker.claims();
+            for id in ids {
+                if let Some(h) = claims.held.get(id) {
+                    memory_ids.push(h.memory);
+                    claims.lost.insert(*id);
+                }
+            }
+        }
+        self.tracker
+            .lost
+            .fetch_add(memory_ids.len() as u64, Ordering::Relaxed);
+        for m in memory_ids {
+            let _ = self.memory.cancel(m);
+        }
+    }
+
+    /// Applies settings read from the store (another node changed them).
+    fn apply(&self, new: QueueSettings) {
+        let old = std::mem::replace(
+            &mut *self.settings.lock().unwrap_or_else(|e| e.into_inner()),
+            new.clone(),
+        );
+        if old == new {
+            return;
+        }
+        tracing::info!(queue = %self.name, ?new, "settings changed");
+        if old.width != new.width {
+            let _ = self.memory.set_width(new.width);
+        }
+        if old.timeout_ms != new.timeout_ms {
+            let _ = self
+                .memory
+                .set_timeout(new.timeout_ms.map(Duration::from_millis));
+        }
+        if new.paused && !old.paused {
+            drop(self.memory.pause());
+        } else if !new.paused && old.paused {
+            let _ = self.memory.resume(None);
+        }
+        self.tracker.wake.notify_one();
     }
 }

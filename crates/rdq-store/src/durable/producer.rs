@@ -1,8 +1,7 @@
-//! The tasks behind a durable queue: the producer, which claims jobs into
-//! the in-memory queue, and the pruner.
+//! The producer: claims jobs from the store into the in-memory queue.
 //!
-//! Both hold only a weak reference to the queue, so dropping every handle to
-//! a queue ends them.
+//! It holds only a weak reference to the queue, so dropping every handle to
+//! a queue ends it.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -10,18 +9,13 @@ use std::time::Duration;
 
 use rdq::JobOptions;
 
+use super::completer::Held;
 use super::Inner;
 use crate::row::{Completion, Finish, Timestamp};
-use crate::store::{ClaimParams, Store};
+use crate::store::{ClaimParams, Limit, Store};
 
 /// After a store error, wait this long before trying again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
-
-/// How often finished jobs past their retention are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
-
-/// Most rows one prune deletes (so it never holds the writer long).
-const PRUNE_BATCH: u64 = 5_000;
 
 /// Claims as many pending jobs as the in-memory queue has free width for,
 /// whenever that may have changed: a put, a finished job, a settings change,
@@ -36,44 +30,38 @@ pub(super) async fn run<S: Store>(queue: Weak<Inner<S>>) {
         let wake = inner.tracker.wake.clone();
         let clock = inner.tracker.clock.clone();
         let round = inner.tracker.rounds.fetch_add(1, Ordering::SeqCst) + 1;
+        let poll = inner.store.poll_interval();
         let wait = match step(&inner).await {
-            Ok(Some(wait)) => wait,
+            Ok(Some(due)) => due,
             Ok(None) => continue, // there may be more to claim right away
             Err(e) => {
                 tracing::warn!(queue = %inner.name, error = %e, "claiming jobs failed; trying again shortly");
-                Wait {
-                    due: clock.now().plus(ERROR_PAUSE),
-                    token: None,
-                }
+                clock.now().plus(ERROR_PAUSE)
             }
         };
         inner.tracker.idle_after.send_replace(round);
         drop(inner);
-        let token = async {
-            match wait.token {
-                Some(at) => tokio::time::sleep_until(at).await,
+        // On a store several nodes share, a wake-up can be lost (and a
+        // width freed by another node wakes no one here): look again now
+        // and then.
+        let poll = async {
+            match poll {
+                Some(every) => tokio::time::sleep(every).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = wake.notified() => {}
-            _ = clock.sleep_until(wait.due) => {}
-            _ = token => {}
+            _ = clock.sleep_until(wait) => {}
+            _ = poll => {}
         }
     }
 }
 
-/// What to wait for before the next round (besides a wake-up).
-struct Wait {
-    /// The next scheduled job or retry (on the queue's clock).
-    due: Timestamp,
-    /// The next rate token, if the rate ran out.
-    token: Option<tokio::time::Instant>,
-}
-
-/// One round: promote due jobs, take rate tokens, claim, hand over.
-/// `Ok(None)` asks for another round at once.
-async fn step<S: Store>(inner: &Arc<Inner<S>>) -> Result<Option<Wait>, crate::StoreError> {
+/// One round: promote due jobs, pass on a throttle hold, claim, hand over.
+/// Returns when to look again at the latest (besides a wake-up), or `None`
+/// to look again at once.
+async fn step<S: Store>(inner: &Arc<Inner<S>>) -> Result<Option<Timestamp>, crate::StoreError> {
     let tracker = &inner.tracker;
     let now = tracker.clock.now();
     if tracker.due_hint.load(Ordering::Acquire) <= now.0 {
@@ -84,51 +72,65 @@ async fn step<S: Store>(inner: &Arc<Inner<S>>) -> Result<Option<Wait>, crate::St
             tracker.due_hint.fetch_min(next.0, Ordering::AcqRel);
         }
     }
+    // A throttled target holds every node: tell the store.
     let held = tracker.hold_until.load(Ordering::Acquire);
-    if held > now.0 {
-        // A throttled target: no claims until the hold ends.
-        return Ok(Some(Wait {
-            due: Timestamp(held.min(tracker.due_hint.load(Ordering::Acquire).max(now.0))),
-            token: None,
-        }));
+    if held > tracker.hold_stored.load(Ordering::Acquire) {
+        inner.store.hold(&inner.name, Timestamp(held)).await?;
+        tracker.hold_stored.fetch_max(held, Ordering::AcqRel);
     }
-    let (free, token) = inner.take_tokens(inner.free_width());
+    // Nothing scheduled: look hourly anyway, as a safety net.
+    let mut due = tracker
+        .due_hint
+        .load(Ordering::Acquire)
+        .min(now.plus(Duration::from_secs(3600)).0);
+    if held > now.0 {
+        // Known here already: no claims until the hold ends.
+        return Ok(Some(Timestamp(held.min(due.max(now.0)))));
+    }
+    let free = inner.free_width();
     if free > 0 {
-        let jobs = inner
+        let sent = tokio::time::Instant::now();
+        let claimed = inner
             .store
             .claim(ClaimParams {
                 queue: inner.name.clone(),
                 max: free,
                 node: inner.node.clone(),
                 // Read again: `now` is as old as the promotion's round trip
-                // to the writer, and puts stamped meanwhile may be claimed
+                // to the store, and puts stamped meanwhile may be claimed
                 // here (the store keeps launched_at ≥ queued_at regardless).
                 now: tracker.clock.now(),
                 lease: inner.lease,
             })
             .await?;
-        let got = jobs.len();
+        let got = claimed.jobs.len();
         tracker.claimed.fetch_add(got as u64, Ordering::SeqCst);
-        for row in jobs {
-            hand_over(inner, row);
+        let deadline = sent
+            + inner
+                .lease
+                .saturating_sub(super::heartbeat::margin(inner.lease));
+        for row in claimed.jobs {
+            hand_over(inner, row, deadline);
         }
-        if got < free {
-            inner.refund_tokens(free - got);
-        } else if token.is_none() {
-            return Ok(None);
+        match claimed.limited {
+            None if got == free => return Ok(None),
+            // Ran dry; or the width is taken or the queue paused, and a job
+            // finishing (or a settings change) wakes the producer.
+            None | Some(Limit::Width) | Some(Limit::Paused) => {}
+            Some(Limit::Held { until }) => due = due.min(until.0),
+            Some(Limit::Rate { next }) => due = due.min(next.0),
         }
     }
-    let due = tracker.due_hint.load(Ordering::Acquire);
-    Ok(Some(Wait {
-        // Nothing scheduled: wake hourly anyway, as a safety net.
-        due: Timestamp(due.min(now.plus(Duration::from_secs(3600)).0)),
-        token,
-    }))
+    Ok(Some(Timestamp(due)))
 }
 
 /// Puts a claimed job into the in-memory queue, unless it was cancelled (or
 /// the queue stopped) since the claim.
-fn hand_over<S: Store>(inner: &Arc<Inner<S>>, row: crate::row::JobRow) {
+fn hand_over<S: Store>(
+    inner: &Arc<Inner<S>>,
+    row: crate::row::JobRow,
+    deadline: tokio::time::Instant,
+) {
     let tracker = &inner.tracker;
     let row = Arc::new(row);
     let mut claims = tracker.claims();
@@ -148,7 +150,13 @@ fn hand_over<S: Store>(inner: &Arc<Inner<S>>, row: crate::row::JobRow) {
         };
         match inner.memory.put_with(row.clone(), options) {
             Ok(handle) => {
-                claims.memory_ids.insert(row.id, handle.id());
+                claims.held.insert(
+                    row.id,
+                    Held {
+                        memory: handle.id(),
+                        deadline,
+                    },
+                );
                 None
             }
             Err(_) => Some(Finish::Released {
@@ -165,40 +173,5 @@ fn hand_over<S: Store>(inner: &Arc<Inner<S>>, row: crate::row::JobRow) {
             finish,
             at: tracker.clock.now(),
         });
-    }
-}
-
-/// Deletes finished jobs older than the queue's retention, a batch at a
-/// time; returns how many.
-pub(super) async fn prune_once<S: Store>(inner: &Inner<S>) -> Result<u64, crate::StoreError> {
-    let retention = i64::try_from(inner.retention.as_micros()).unwrap_or(i64::MAX);
-    let before = Timestamp(inner.tracker.clock.now().0.saturating_sub(retention));
-    let mut pruned = 0;
-    loop {
-        let n = inner.store.prune(&inner.name, before, PRUNE_BATCH).await?;
-        pruned += n;
-        if n < PRUNE_BATCH {
-            return Ok(pruned); // else maybe more: go on
-        }
-    }
-}
-
-/// Prunes every [`PRUNE_EVERY`] (on the queue's clock).
-pub(super) async fn prune<S: Store>(queue: Weak<Inner<S>>) {
-    loop {
-        {
-            let Some(inner) = queue.upgrade() else { return };
-            match prune_once(&inner).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(queue = %inner.name, pruned = n, "pruned finished jobs"),
-                Err(e) => {
-                    tracing::warn!(queue = %inner.name, error = %e, "pruning failed; will try again")
-                }
-            }
-        }
-        let Some(clock) = queue.upgrade().map(|q| q.tracker.clock.clone()) else {
-            return;
-        };
-        clock.sleep_until(clock.now().plus(PRUNE_EVERY)).await;
     }
 }

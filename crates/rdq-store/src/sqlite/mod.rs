@@ -89,8 +89,8 @@ use self::writer::{Ack, Op, Reply, Work, Writer};
 use crate::error::{Result, StoreError};
 use crate::row::{Completion, Inserted, JobId, JobRow, NewJob, Timestamp};
 use crate::store::{
-    CancelResult, ClaimParams, ListParams, QueueRecord, ReprioritizeResult, RescueParams,
-    RescueReport, RetryResult, StateCounts, Store,
+    CancelResult, ClaimParams, Claimed, HeartbeatReport, ListParams, QueueRecord,
+    ReprioritizeResult, RescueParams, RescueReport, RetryResult, StateCounts, Store,
 };
 
 /// How much must be on disk before a put is acknowledged. See the
@@ -134,7 +134,9 @@ struct Shared {
     ops: mpsc::Sender<Op>,
     readers: Mutex<Vec<Connection>>,
     signals: Mutex<HashMap<String, Arc<Notify>>>,
+    settings: Mutex<HashMap<String, Arc<Notify>>>,
     finished: broadcast::Sender<JobId>,
+    cancels: broadcast::Sender<JobId>,
     recovered: RescueReport,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Released by `close` (or when the last clone goes), after every
@@ -276,7 +278,7 @@ impl SqliteStore {
             configure(conn, &path)?;
             schema::migrate(conn, &path).map_err(|e| e.at(&path))?;
             let now = Timestamp::from(std::time::SystemTime::now());
-            queries::rescue(conn, Timestamp(i64::MAX), None, now).map_err(|e| e.at(&path))
+            queries::rescue(conn, Timestamp(i64::MAX), None, 0, now).map_err(|e| e.at(&path))
         })?;
         if recovered.requeued + recovered.dead > 0 {
             tracing::warn!(
@@ -352,7 +354,9 @@ impl SqliteStore {
                 ops: ops_tx,
                 readers: Mutex::new(readers),
                 signals: Mutex::new(HashMap::new()),
+                settings: Mutex::new(HashMap::new()),
                 finished,
+                cancels: broadcast::channel(1024).0,
                 recovered,
                 threads: Mutex::new(threads),
                 lock: Mutex::new(Some(lock)),
@@ -535,9 +539,9 @@ impl Store for SqliteStore {
         Ok(inserted)
     }
 
-    async fn claim(&self, params: ClaimParams) -> Result<Vec<JobRow>> {
+    async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
         if params.max == 0 {
-            return Ok(Vec::new());
+            return Ok(Claimed::default());
         }
         // Answered between the select and the updates, so the jobs start
         // while the writer marks them (the updates are most of a claim's
@@ -546,7 +550,7 @@ impl Store for SqliteStore {
         // if the updates fail, SQLite has failed the transaction, whose
         // claims are void anyway (see `writer.rs`, "Answers"): the jobs are
         // still pending and run again, at least once as ever.
-        let (tx, rx) = oneshot::channel::<Result<Vec<JobRow>>>();
+        let (tx, rx) = oneshot::channel::<Result<Claimed>>();
         let work: Work = Box::new(move |conn: Option<&Connection>| {
             let Some(conn) = conn else {
                 return Reply {
@@ -556,9 +560,30 @@ impl Store for SqliteStore {
                     }),
                 };
             };
-            match queries::claim_select(conn, &params) {
+            let allowance = match queries::allowance(conn, &params) {
+                Ok(a) => a,
+                Err(e) => {
+                    return Reply {
+                        ok: false,
+                        done: Box::new(move |_| {
+                            let _ = tx.send(Err(e));
+                        }),
+                    }
+                }
+            };
+            let limited = allowance.limited;
+            let asked = ClaimParams {
+                max: allowance.max,
+                ..params.clone()
+            };
+            let selected = if asked.max == 0 {
+                Ok(Vec::new())
+            } else {
+                queries::claim_select(conn, &asked)
+            };
+            match selected {
                 Ok(jobs) if jobs.is_empty() => {
-                    let _ = tx.send(Ok(jobs));
+                    let _ = tx.send(Ok(Claimed { jobs, limited }));
                     Reply {
                         ok: true,
                         done: Box::new(|_| {}),
@@ -566,8 +591,15 @@ impl Store for SqliteStore {
                 }
                 Ok(jobs) => {
                     let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
-                    let _ = tx.send(Ok(jobs));
-                    let marked = queries::claim_mark(conn, &ids, &params);
+                    // Fewer than allowed: the queue ran dry, whatever the limit.
+                    let limited = if jobs.len() < asked.max {
+                        None
+                    } else {
+                        limited
+                    };
+                    let _ = tx.send(Ok(Claimed { jobs, limited }));
+                    let marked = queries::claim_mark(conn, &ids, &params)
+                        .and_then(|()| queries::spend_tokens(conn, &params, &allowance, ids.len()));
                     if let Err(e) = &marked {
                         tracing::error!(error = %e, "marking claimed jobs underway failed; they will run again");
                     }
@@ -607,19 +639,26 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn heartbeat(&self, node: &str, ids: Vec<JobId>, lease_until: Timestamp) -> Result<u64> {
+    async fn heartbeat(
+        &self,
+        node: &str,
+        ids: Vec<JobId>,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<HeartbeatReport> {
         let node = node.to_owned();
         self.write(Ack::Now, move |conn| {
-            queries::heartbeat(conn, &node, &ids, lease_until)
+            queries::heartbeat(conn, &node, &ids, now.plus(lease))
         })
         .await
     }
 
     async fn rescue(&self, params: RescueParams) -> Result<RescueReport> {
         let now = Timestamp::from(std::time::SystemTime::now());
+        let before = params.expired_before.unwrap_or(now);
         let report = self
             .write(Ack::Now, move |conn| {
-                queries::rescue(conn, params.expired_before, params.queue.as_deref(), now)
+                queries::rescue(conn, before, params.queue.as_deref(), params.limit, now)
             })
             .await?;
         if report.requeued > 0 {
@@ -653,10 +692,26 @@ impl Store for SqliteStore {
         let result = self
             .write(Ack::Sync, move |conn| queries::cancel(conn, id, now))
             .await?;
-        if result == CancelResult::Cancelled {
-            let _ = self.shared.finished.send(id);
+        match result {
+            CancelResult::Cancelled => {
+                let _ = self.shared.finished.send(id);
+            }
+            CancelResult::Underway(_) => {
+                let _ = self.shared.cancels.send(id);
+            }
+            _ => {}
         }
         Ok(result)
+    }
+
+    async fn hold(&self, queue: &str, until: Timestamp) -> Result<()> {
+        let queue = queue.to_owned();
+        let now = Timestamp::from(std::time::SystemTime::now());
+        self.write(Ack::Now, move |conn| {
+            queries::hold(conn, &queue, until, now)
+        })
+        .await?;
+        Ok(())
     }
 
     async fn reprioritize(&self, id: JobId, priority: i32) -> Result<ReprioritizeResult> {
@@ -713,25 +768,48 @@ impl Store for SqliteStore {
 
     async fn save_queue(&self, record: QueueRecord) -> Result<()> {
         let now = Timestamp::from(std::time::SystemTime::now());
+        let name = record.name.clone();
         self.write(Ack::Sync, move |conn| {
             queries::save_queue(conn, &record, now)
         })
-        .await
+        .await?;
+        signal(&self.shared.settings, &name).notify_waiters();
+        Ok(())
     }
 
     fn work_signal(&self, queue: &str) -> Arc<Notify> {
-        self.shared
-            .signals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(queue.to_owned())
-            .or_default()
-            .clone()
+        signal(&self.shared.signals, queue)
     }
 
     fn finished_events(&self) -> broadcast::Receiver<JobId> {
         self.shared.finished.subscribe()
     }
+
+    fn settings_signal(&self, queue: &str) -> Arc<Notify> {
+        signal(&self.shared.settings, queue)
+    }
+
+    fn cancel_events(&self) -> broadcast::Receiver<JobId> {
+        self.shared.cancels.subscribe()
+    }
+
+    /// `None`: one process owns the file, so every signal is exact.
+    fn poll_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    async fn close(&self) -> Result<()> {
+        SqliteStore::close(self).await
+    }
+}
+
+/// The signal for `queue` in `map`, made on first use.
+fn signal(map: &Mutex<HashMap<String, Arc<Notify>>>, queue: &str) -> Arc<Notify> {
+    map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(queue.to_owned())
+        .or_default()
+        .clone()
 }
 
 /// Refuses what the database would store but nobody could use.

@@ -11,8 +11,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::error::Result;
 use crate::row::{Completion, Finish, Inserted, JobId, JobRow, JobState, NewJob, Timestamp};
 use crate::store::{
-    CancelResult, ClaimParams, ListParams, QueueRecord, ReprioritizeResult, RescueReport,
-    RetryResult, StateCounts,
+    CancelResult, ClaimParams, HeartbeatReport, Limit, ListParams, QueueRecord, ReprioritizeResult,
+    RescueReport, RetryResult, StateCounts,
 };
 
 // Conditions on `state` are OR chains, as in the schema (see its header):
@@ -134,6 +134,146 @@ const LAUNCHED_AT: &str = "MAX(?2, queued_at)";
 /// reason: `launched_at ≤ finished_at` whatever the readings.
 const FINISHED_AT: &str = "MAX(?3, COALESCE(launched_at, queued_at))";
 
+/// What a queue's limits allow a claim now.
+pub(crate) struct Allowance {
+    /// At most this many jobs.
+    pub(crate) max: usize,
+    /// The limit that set `max` below what was asked, if one did.
+    pub(crate) limited: Option<Limit>,
+    /// The token bucket after the claim, if the queue has a rate: tokens
+    /// left before taking the claimed jobs, and the rate (per microsecond).
+    bucket: Option<(f64, f64)>,
+}
+
+/// A queue's limits as its stored settings and row hold them.
+struct Limits {
+    paused: bool,
+    width: Option<usize>,
+    /// (count, period in µs, burst)
+    rate: Option<(f64, f64, f64)>,
+    held_until: Option<i64>,
+    tokens: Option<f64>,
+    refilled_at: Option<i64>,
+}
+
+/// Reads a queue's limits from its row; `None` if it has none (no limits).
+fn limits(conn: &Connection, queue: &str) -> Result<Option<Limits>> {
+    let found = conn
+        .prepare_cached(
+            "SELECT settings, held_until, tokens, refilled_at FROM rdq_queues WHERE name = ?1",
+        )?
+        .query_row(params![queue], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, Option<f64>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+            ))
+        })
+        .optional()?;
+    let Some((settings, held_until, tokens, refilled_at)) = found else {
+        return Ok(None);
+    };
+    let settings: serde_json::Value = serde_json::from_str(&settings).map_err(|e| {
+        crate::StoreError::Internal(format!("queue {queue}: stored settings are not JSON: {e}"))
+    })?;
+    let rate = settings.get("rate").and_then(|r| {
+        let count = r.get("count")?.as_f64()?;
+        let period_us = r.get("period_ms")?.as_f64()? * 1000.0;
+        let burst = r.get("burst")?.as_f64()?;
+        (count > 0.0 && period_us > 0.0).then_some((count, period_us, burst.max(1.0)))
+    });
+    Ok(Some(Limits {
+        paused: settings.get("paused").and_then(|p| p.as_bool()) == Some(true),
+        width: settings
+            .get("width")
+            .and_then(|w| w.as_u64())
+            .map(|w| usize::try_from(w).unwrap_or(usize::MAX)),
+        rate,
+        held_until,
+        tokens,
+        refilled_at,
+    }))
+}
+
+/// How many jobs of the queue a claim may take now, within its limits
+/// (paused, hold, width over the jobs underway, rate).
+pub(crate) fn allowance(conn: &Connection, p: &ClaimParams) -> Result<Allowance> {
+    let mut allow = Allowance {
+        max: p.max,
+        limited: None,
+        bucket: None,
+    };
+    let Some(l) = limits(conn, &p.queue)? else {
+        return Ok(allow);
+    };
+    let now = p.now.0;
+    if l.paused {
+        allow.max = 0;
+        allow.limited = Some(Limit::Paused);
+        return Ok(allow);
+    }
+    if let Some(until) = l.held_until.filter(|&u| u > now) {
+        allow.max = 0;
+        allow.limited = Some(Limit::Held {
+            until: Timestamp(until),
+        });
+        return Ok(allow);
+    }
+    if let Some(width) = l.width {
+        let underway: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM rdq_jobs WHERE queue = ?1 AND state = 'underway'",
+            )?
+            .query_row(params![p.queue], |r| r.get(0))?;
+        let free = width.saturating_sub(usize::try_from(underway).unwrap_or(usize::MAX));
+        if free < allow.max {
+            allow.max = free;
+            allow.limited = Some(Limit::Width);
+        }
+    }
+    if let Some((count, period_us, burst)) = l.rate {
+        let per_us = count / period_us;
+        let tokens = match (l.tokens, l.refilled_at) {
+            (Some(t), Some(at)) => (t + (now - at).max(0) as f64 * per_us).min(burst),
+            _ => burst,
+        };
+        let whole = tokens.floor().max(0.0) as usize;
+        if whole < allow.max {
+            allow.max = whole;
+            let wait_us = ((1.0 - (tokens - tokens.floor())) / per_us).ceil() as i64;
+            allow.limited = Some(Limit::Rate {
+                next: Timestamp(now.saturating_add(wait_us.max(1))),
+            });
+        }
+        allow.bucket = Some((tokens, per_us));
+    }
+    Ok(allow)
+}
+
+/// Takes `taken` tokens from the queue's bucket (when it has a rate).
+pub(crate) fn spend_tokens(
+    conn: &Connection,
+    p: &ClaimParams,
+    allow: &Allowance,
+    taken: usize,
+) -> Result<()> {
+    if let Some((tokens, _)) = allow.bucket {
+        conn.prepare_cached("UPDATE rdq_queues SET tokens = ?2, refilled_at = ?3 WHERE name = ?1")?
+            .execute(params![p.queue, tokens - taken as f64, p.now.0])?;
+    }
+    Ok(())
+}
+
+/// Holds the queue's launches until `until` (extends, never shortens).
+pub(crate) fn hold(conn: &Connection, queue: &str, until: Timestamp, now: Timestamp) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO rdq_queues (name, declared, settings, updated_at, held_until)          VALUES (?1, '{}', '{}', ?3, ?2)          ON CONFLICT (name) DO UPDATE SET held_until = MAX(COALESCE(held_until, ?2), ?2)",
+    )?
+    .execute(params![queue, until.0, now.0])?;
+    Ok(())
+}
+
 /// The claim's select (see [`claim_select`]).
 fn claim_select_sql() -> String {
     format!(
@@ -197,7 +337,8 @@ pub(crate) fn claim_mark(conn: &Connection, ids: &[JobId], p: &ClaimParams) -> R
 fn claim_mark_sql() -> String {
     format!(
         "UPDATE rdq_jobs SET state = 'underway', attempt = attempt + 1, launched_at = {LAUNCHED_AT}, \
-         finished_at = NULL, node = ?3, lease_until = ?4 WHERE id IN (SELECT value FROM json_each(?1))"
+         finished_at = NULL, node = ?3, lease_until = ?4, cancel_requested = 0 \
+         WHERE id IN (SELECT value FROM json_each(?1))"
     )
 }
 
@@ -275,23 +416,41 @@ pub(crate) fn heartbeat(
     node: &str,
     ids: &[JobId],
     lease_until: Timestamp,
-) -> Result<u64> {
+) -> Result<HeartbeatReport> {
     let mut stmt = conn.prepare_cached(
-        "UPDATE rdq_jobs SET lease_until = ?1 WHERE id = ?2 AND node = ?3 AND state = 'underway'",
+        "UPDATE rdq_jobs SET lease_until = ?1 WHERE id = ?2 AND node = ?3 AND state = 'underway' \
+         RETURNING cancel_requested",
     )?;
-    let mut held = 0;
+    let mut report = HeartbeatReport::default();
     for id in ids {
-        held += stmt.execute(params![lease_until.0, id.0, node])? as u64;
+        let found = stmt
+            .query_row(params![lease_until.0, id.0, node], |r| r.get::<_, bool>(0))
+            .optional()?;
+        match found {
+            Some(cancel) => {
+                report.held.push(*id);
+                if cancel {
+                    report.cancel.push(*id);
+                }
+            }
+            None => report.lost.push(*id),
+        }
     }
-    Ok(held)
+    Ok(report)
 }
 
 pub(crate) fn rescue(
     conn: &Connection,
     expired_before: Timestamp,
     queue: Option<&str>,
+    limit: usize,
     now: Timestamp,
 ) -> Result<RescueReport> {
+    let limit = if limit == 0 {
+        -1
+    } else {
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    };
     let mut stmt = conn.prepare_cached(
         "UPDATE rdq_jobs SET \
            state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END, \
@@ -300,13 +459,13 @@ pub(crate) fn rescue(
                    ELSE 'interrupted: the node running it stopped without finishing it' END, \
            finished_at = CASE WHEN attempt >= max_attempts \
                          THEN MAX(?2, COALESCE(launched_at, queued_at)) ELSE finished_at END, \
-           node = NULL, lease_until = NULL \
-         WHERE state = 'underway' AND (lease_until IS NULL OR lease_until < ?1) \
-           AND (?3 IS NULL OR queue = ?3) \
+           node = NULL, lease_until = NULL, cancel_requested = 0 \
+         WHERE id IN (SELECT id FROM rdq_jobs WHERE state = 'underway' \
+           AND (lease_until IS NULL OR lease_until < ?1) AND (?3 IS NULL OR queue = ?3) LIMIT ?4) \
          RETURNING state",
     )?;
     let states = stmt
-        .query_map(params![expired_before.0, now.0, queue], |r| {
+        .query_map(params![expired_before.0, now.0, queue, limit], |r| {
             r.get::<_, String>(0)
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -346,7 +505,13 @@ pub(crate) fn cancel(conn: &Connection, id: JobId, now: Timestamp) -> Result<Can
         return Ok(CancelResult::NotFound);
     };
     match job.state {
-        JobState::Underway => Ok(CancelResult::Underway(Box::new(job))),
+        JobState::Underway => {
+            conn.prepare_cached(
+                "UPDATE rdq_jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'underway'",
+            )?
+            .execute(params![id.0])?;
+            Ok(CancelResult::Underway(Box::new(job)))
+        }
         st if st.is_final() => Ok(CancelResult::Finished(st)),
         _ => {
             conn.prepare_cached(&format!(

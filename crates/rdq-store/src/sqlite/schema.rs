@@ -7,7 +7,10 @@ use rusqlite::Connection;
 use crate::error::{Result, StoreError};
 
 /// Every migration, in order; version N is the N-th.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/001_init.sql"),
+    include_str!("../../migrations/sqlite/002_cluster.sql"),
+];
 
 /// The schema version this build writes.
 pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -14,11 +14,12 @@
 //! # Order
 //!
 //! Requests run in the order they were sent, with one exception: requests
-//! answered at once ([`Ack::Now`]: claims, heartbeats, promotions) go ahead
-//! of outcomes and other requests already waiting. A claim is what lets a
-//! freed worker start its next job; behind a few dozen queued outcomes it
-//! waited about 0.3 ms (W2 measured it), and workers sat idle meanwhile.
-//! Nothing depends on the order between them: the caller of each awaits
+//! answered at once ([`Ack::Now`]: claims, heartbeats, promotions) and
+//! outcomes go ahead of the other requests already waiting (puts, settings,
+//! flushes). A claim is what lets a freed worker start its next job, and it
+//! must come after the outcomes sent before it: they free the width it
+//! counts (see [`Store::claim`](crate::Store::claim)). Nothing else depends
+//! on the order between the two lines: the caller of each request awaits
 //! its answer before sending the next, outcomes are guarded by attempt and
 //! state, and a flush still comes after every outcome sent before it.
 //!
@@ -132,7 +133,7 @@ enum Wait {
 impl Inbox {
     fn push(&mut self, op: Op) {
         match op {
-            Op::Write { ack: Ack::Now, .. } => self.now.push_back(op),
+            Op::Write { ack: Ack::Now, .. } | Op::Complete(_) => self.now.push_back(op),
             op => self.rest.push_back(op),
         }
     }

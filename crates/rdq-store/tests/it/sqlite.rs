@@ -122,7 +122,8 @@ async fn open_recovers_jobs_a_dead_process_left_underway() {
             lease: std::time::Duration::from_secs(3600),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(claimed.len(), 3);
     store.complete(rdq_store::Completion {
         id: claimed[0].id,

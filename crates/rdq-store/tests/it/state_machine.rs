@@ -169,6 +169,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     })
                     .await
                     .unwrap()
+                    .jobs
                     .iter()
                     .map(|j| j.id)
                     .collect();
@@ -296,8 +297,9 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Rescue => {
                 let report = store
                     .rescue(RescueParams {
-                        expired_before: Timestamp(i64::MAX),
+                        expired_before: Some(Timestamp(i64::MAX)),
                         queue: None,
+                        limit: 0,
                     })
                     .await
                     .unwrap();
@@ -389,7 +391,8 @@ fn a_claim_with_a_reading_older_than_the_put_still_launches_after_it() {
                 lease: Duration::from_secs(60),
             })
             .await
-            .unwrap();
+            .unwrap()
+            .jobs;
         assert_eq!(claimed.len(), 1);
         assert!(
             claimed[0].launched_at >= Some(put_at),
