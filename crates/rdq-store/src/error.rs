@@ -95,6 +95,17 @@ pub enum StoreError {
     /// A statement ran past the store's statement or lock timeout.
     #[error("database timeout: {0}")]
     Timeout(String),
+    /// The PostgreSQL schema was migrated by a newer build of rdq: this one
+    /// does not know its layout and refuses to touch it.
+    #[error("the PostgreSQL schema {schema} is at version {found}, newer than this build knows ({known}): upgrade rdq")]
+    NewerSchema {
+        /// The schema.
+        schema: String,
+        /// Its recorded version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
 }
 
 impl StoreError {

@@ -16,9 +16,9 @@
 mod clock;
 mod durable;
 mod error;
+pub mod postgres;
 mod retry;
 mod row;
-pub mod postgres;
 pub mod sqlite;
 mod store;
 #[cfg(feature = "testkit")]

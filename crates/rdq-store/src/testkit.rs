@@ -8,6 +8,10 @@
 //! ```ignore
 //! rdq_store::store_suite!(async { make_fresh_store().await });
 //! ```
+//!
+//! The expression may also give a [`SuiteStore`]: `Option<(store, guard)>`,
+//! where `None` skips the check (a database server this machine lacks) and
+//! the guard is dropped after the store (to drop a test schema).
 
 use std::time::Duration;
 
@@ -38,11 +42,42 @@ macro_rules! store_suite {
         $(
             #[tokio::test]
             async fn $check() {
-                let store = $make.await;
+                let Some((store, guard)) = $crate::testkit::SuiteStore::into_parts($make.await) else {
+                    return;
+                };
                 $crate::testkit::$check(&store).await;
+                drop(store);
+                drop(guard);
             }
         )*
     };
+}
+
+/// What a [`store_suite!`](crate::store_suite) constructor gives: a store,
+/// or `Option<(store, guard)>` (`None`: skip the check).
+pub trait SuiteStore {
+    /// The store under test.
+    type Store: Store;
+    /// Dropped after the store, when the check ends.
+    type Guard;
+    /// The store and its guard, or `None` to skip.
+    fn into_parts(self) -> Option<(Self::Store, Self::Guard)>;
+}
+
+impl<S: Store> SuiteStore for S {
+    type Store = S;
+    type Guard = ();
+    fn into_parts(self) -> Option<(S, ())> {
+        Some((self, ()))
+    }
+}
+
+impl<S: Store, G> SuiteStore for Option<(S, G)> {
+    type Store = S;
+    type Guard = G;
+    fn into_parts(self) -> Option<(S, G)> {
+        self
+    }
 }
 
 const T0: Timestamp = Timestamp(1_700_000_000_000_000);

@@ -103,8 +103,9 @@ impl Outcomes {
             Some(cut) => st.buffered.split_off(&cut),
             None => BTreeMap::new(),
         };
-        let items: Vec<(u64, Completion)> =
-            std::mem::replace(&mut st.buffered, rest).into_iter().collect();
+        let items: Vec<(u64, Completion)> = std::mem::replace(&mut st.buffered, rest)
+            .into_iter()
+            .collect();
         st.in_flight.insert(lowest, items.len());
         Some(Batch { lowest, items })
     }

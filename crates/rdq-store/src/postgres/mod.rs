@@ -174,7 +174,10 @@ impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
             .field("schema", &self.handle.core.options.schema)
-            .field("application_name", &self.handle.core.options.application_name)
+            .field(
+                "application_name",
+                &self.handle.core.options.application_name,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -588,7 +591,8 @@ impl OutcomeArrays {
                 } => ("interrupted", None, error.clone(), None),
             };
             a.ids.push(c.id.0);
-            a.attempts.push(i32::try_from(c.attempt).unwrap_or(i32::MAX));
+            a.attempts
+                .push(i32::try_from(c.attempt).unwrap_or(i32::MAX));
             a.kinds.push(kind);
             a.results.push(result);
             a.errors.push(error);
@@ -841,7 +845,10 @@ async fn insert_batch(core: &Core, batch: &[PutRequest]) -> Result<Vec<Inserted>
         let ks: Vec<&str> = missing.iter().map(|m| m.1).collect();
         for r in client.query(&stmt, &[&qs, &ks]).await.map_err(pg_error)? {
             holders.insert(
-                (r.try_get(1).map_err(pg_error)?, r.try_get(2).map_err(pg_error)?),
+                (
+                    r.try_get(1).map_err(pg_error)?,
+                    r.try_get(2).map_err(pg_error)?,
+                ),
                 r.try_get(0).map_err(pg_error)?,
             );
         }
@@ -939,11 +946,11 @@ impl Store for PgStore {
             .clone()
             .ok_or(StoreError::Closed)?;
         puts.send(PutRequest {
-                jobs,
-                now: self.now(now),
-                reply,
-            })
-            .map_err(|_| StoreError::Closed)?;
+            jobs,
+            now: self.now(now),
+            reply,
+        })
+        .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -969,7 +976,9 @@ impl Store for PgStore {
         // The outcomes buffered so far go first, in the same transaction:
         // their jobs must not count against the width.
         let batch = core.outcomes.take();
-        let arrays = batch.as_ref().map(|b| OutcomeArrays::of(b, core.options.clock));
+        let arrays = batch
+            .as_ref()
+            .map(|b| OutcomeArrays::of(b, core.options.clock));
         let claim_args: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
             &params.queue,
             &max,
@@ -997,8 +1006,12 @@ impl Store for PgStore {
                 })
                 .await
             }
-            None => pipelined(&client, async_commit, async { Ok((None, claim_query.await?)) })
-                .await,
+            None => {
+                pipelined(&client, async_commit, async {
+                    Ok((None, claim_query.await?))
+                })
+                .await
+            }
         };
         let (done, rows) = match result {
             Ok(r) => r,
@@ -1165,10 +1178,7 @@ impl Store for PgStore {
             .prepare_cached(queries::NEXT_DUE)
             .await
             .map_err(pg_error)?;
-        let row = client
-            .query_one(&stmt, &[&queue])
-            .await
-            .map_err(pg_error)?;
+        let row = client.query_one(&stmt, &[&queue]).await.map_err(pg_error)?;
         Ok(row
             .try_get::<_, Option<i64>>(0)
             .map_err(pg_error)?
@@ -1304,10 +1314,7 @@ impl Store for PgStore {
             .prepare_cached(queries::OLDEST_PENDING)
             .await
             .map_err(pg_error)?;
-        let row = client
-            .query_one(&stmt, &[&queue])
-            .await
-            .map_err(pg_error)?;
+        let row = client.query_one(&stmt, &[&queue]).await.map_err(pg_error)?;
         Ok(row
             .try_get::<_, Option<i64>>(0)
             .map_err(pg_error)?
@@ -1395,11 +1402,7 @@ impl Store for PgStore {
             .prepare_cached(queries::LOAD_QUEUE)
             .await
             .map_err(pg_error)?;
-        let Some(row) = client
-            .query_opt(&stmt, &[&name])
-            .await
-            .map_err(pg_error)?
-        else {
+        let Some(row) = client.query_opt(&stmt, &[&name]).await.map_err(pg_error)? else {
             return Ok(None);
         };
         let parse = |i: usize| -> Result<serde_json::Value> {
@@ -1432,7 +1435,7 @@ impl Store for PgStore {
             .await
             .map_err(pg_error)?;
         drop(client);
-        core.signals.settings(&record.name).notify_one();
+        core.signals.settings(&record.name).notify_waiters();
         let _ = core.notify.send(Outgoing::Settings(record.name));
         Ok(())
     }
@@ -1472,7 +1475,8 @@ impl Store for PgStore {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         let _ = self.handle.shutdown.send(true);
-        let tasks = std::mem::take(&mut *self.handle.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks =
+            std::mem::take(&mut *self.handle.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for t in tasks {
             if tokio::time::timeout(Duration::from_secs(5), t)
                 .await

@@ -224,7 +224,10 @@ async fn listen(
             channels.work, channels.finished, channels.settings, channels.cancel
         ))
         .await?;
-    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await?
+        .get(0);
     Ok((client, pid, rx))
 }
 
@@ -233,7 +236,7 @@ fn deliver(signals: &Signals, channels: &Channels, channel: &str, payload: &str)
     if channel == channels.work {
         signals.work(payload).notify_one();
     } else if channel == channels.settings {
-        signals.settings(payload).notify_one();
+        signals.settings(payload).notify_waiters();
     } else if channel == channels.finished {
         for id in payload.split(',').filter_map(|s| s.trim().parse().ok()) {
             let _ = signals.finished.send(JobId(id));

@@ -47,8 +47,14 @@ pub(super) fn job(r: &Row) -> Result<JobRow> {
         max_attempts: max_attempts.max(0) as u32,
         run_at: Timestamp(r.try_get(8).map_err(text)?),
         queued_at: Timestamp(r.try_get(9).map_err(text)?),
-        launched_at: r.try_get::<_, Option<i64>>(10).map_err(text)?.map(Timestamp),
-        finished_at: r.try_get::<_, Option<i64>>(11).map_err(text)?.map(Timestamp),
+        launched_at: r
+            .try_get::<_, Option<i64>>(10)
+            .map_err(text)?
+            .map(Timestamp),
+        finished_at: r
+            .try_get::<_, Option<i64>>(11)
+            .map_err(text)?
+            .map(Timestamp),
         key: r.try_get(12).map_err(text)?,
         timeout: r
             .try_get::<_, Option<i64>>(13)
@@ -57,7 +63,10 @@ pub(super) fn job(r: &Row) -> Result<JobRow> {
         result: r.try_get(14).map_err(text)?,
         error: r.try_get(15).map_err(text)?,
         node: r.try_get(16).map_err(text)?,
-        lease_until: r.try_get::<_, Option<i64>>(17).map_err(text)?.map(Timestamp),
+        lease_until: r
+            .try_get::<_, Option<i64>>(17)
+            .map_err(text)?
+            .map(Timestamp),
     })
 }
 
@@ -80,7 +89,9 @@ pub(super) fn claimed(rows: &[Row]) -> Result<(Vec<JobRow>, Option<Limit>)> {
         limited = match (name.as_deref(), at) {
             (Some("paused"), _) => Some(Limit::Paused),
             (Some("width"), _) => Some(Limit::Width),
-            (Some("held"), Some(t)) => Some(Limit::Held { until: Timestamp(t) }),
+            (Some("held"), Some(t)) => Some(Limit::Held {
+                until: Timestamp(t),
+            }),
             (Some("rate"), Some(t)) => Some(Limit::Rate { next: Timestamp(t) }),
             other => {
                 return Err(StoreError::Internal(format!(

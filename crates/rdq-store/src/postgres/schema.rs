@@ -61,6 +61,11 @@ pub(super) async fn migrate(client: &mut Client, schema: &str) -> Result<()> {
         .map_err(pg_error)?;
     }
     tx.commit().await.map_err(pg_error)?;
-    tracing::info!(schema, from = found, to = VERSION, "migrated the rdq schema");
+    tracing::info!(
+        schema,
+        from = found,
+        to = VERSION,
+        "migrated the rdq schema"
+    );
     Ok(())
 }

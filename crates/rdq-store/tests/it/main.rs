@@ -6,6 +6,7 @@ mod support;
 mod crash;
 mod durable;
 mod open;
+mod postgres;
 mod powerloss;
 mod sqlite;
 mod state_machine;
