@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdq_store::sqlite::SqliteStore;
-use rdq_store::{DurableQueue, JobContext, StopReport};
+use rdq_store::{DurableQueue, JobContext, StopReport, Store as _};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
@@ -16,9 +15,10 @@ use crate::executor::command::{Children, CommandExecutor};
 use crate::executor::http::HttpExecutor;
 use crate::limits;
 use crate::metrics::Metrics;
+use crate::store::AnyStore;
 
 /// A queue as the server runs it.
-pub type Queue = DurableQueue<SqliteStore>;
+pub type Queue = DurableQueue<AnyStore>;
 
 /// The default timeout of an http queue that sets none: a request must not
 /// wait forever.
@@ -46,7 +46,8 @@ pub enum Event {
         queue: String,
         /// What happened: `queued`, `scheduled`, `succeeded`, `failed`,
         /// `dead`, `cancelled`, `snoozed`, `released`, `retried`,
-        /// `reprioritized`.
+        /// `reprioritized`, `cancel_requested` (cancelled while underway on
+        /// another node, which ends it).
         event: String,
         /// The attempt it concerns (0 before the first).
         attempt: u32,
@@ -64,7 +65,7 @@ pub enum Event {
 #[derive(Debug)]
 pub struct App {
     /// The store all queues share.
-    pub store: SqliteStore,
+    pub store: AnyStore,
     /// The queues, by name.
     pub queues: BTreeMap<String, ServerQueue>,
     /// The API's bearer token, if any.
@@ -90,16 +91,30 @@ pub struct App {
 pub struct StartError(pub String);
 
 impl App {
-    /// Starts every configured queue on `store`.
-    pub async fn start(config: &Config, store: SqliteStore) -> Result<Arc<App>, StartError> {
+    /// Starts every configured queue on `store`, as node `node` (see
+    /// [`Config::node`]).
+    pub async fn start(
+        config: &Config,
+        store: impl Into<AnyStore>,
+        node: &str,
+    ) -> Result<Arc<App>, StartError> {
+        let store = store.into();
         let metrics = Arc::new(Metrics::new());
         let (events, _) = broadcast::channel(1024);
         let watchdog = crate::watch::start(&config.watchdog);
         let children = Arc::new(Children::default());
         let mut queues = BTreeMap::new();
         for q in &config.queues {
-            let queue =
-                build_queue(q, &store, &metrics, &events, &children, watchdog.is_some()).await?;
+            let shared = Shared {
+                store: &store,
+                node,
+                lease: config.lease,
+                metrics: &metrics,
+                events: &events,
+                children: &children,
+                watch: watchdog.is_some(),
+            };
+            let queue = build_queue(q, &shared).await?;
             queues.insert(
                 q.name.clone(),
                 ServerQueue {
@@ -162,16 +177,23 @@ impl App {
     }
 }
 
-async fn build_queue(
-    q: &QueueConfig,
-    store: &SqliteStore,
-    metrics: &Arc<Metrics>,
-    events: &broadcast::Sender<Event>,
-    children: &Arc<Children>,
+/// What every queue of the server shares.
+struct Shared<'a> {
+    store: &'a AnyStore,
+    node: &'a str,
+    lease: Duration,
+    metrics: &'a Arc<Metrics>,
+    events: &'a broadcast::Sender<Event>,
+    children: &'a Arc<Children>,
     watch: bool,
-) -> Result<Queue, StartError> {
-    let (m, e) = (metrics.clone(), events.clone());
-    let mut builder = DurableQueue::builder(store.clone(), q.name.clone())
+}
+
+async fn build_queue(q: &QueueConfig, shared: &Shared<'_>) -> Result<Queue, StartError> {
+    let (m, e) = (shared.metrics.clone(), shared.events.clone());
+    let (watch, children) = (shared.watch, shared.children);
+    let mut builder = DurableQueue::builder(shared.store.clone(), q.name.clone())
+        .node(shared.node)
+        .lease(shared.lease)
         .width(q.width)
         .max_attempts(q.max_attempts)
         .backoff(q.backoff)

@@ -6,6 +6,7 @@
 //! * [`api`]: the HTTP API ([`api::router`], also for tests);
 //! * [`executor`]: http and command;
 //! * [`serve`]: starting, and stopping cleanly on SIGTERM/SIGINT;
+//! * [`store`]: the store, SQLite or PostgreSQL;
 //! * [`watch`]: the stall watchdog, its metrics, and hung-job reports;
 //! * [`demo`]: `rdq demo`, a server with a fake SMS gateway to try it on.
 
@@ -17,6 +18,8 @@ pub mod demo;
 pub mod executor;
 pub mod limits;
 pub mod metrics;
+pub mod open;
 pub mod serve;
 pub mod shutdown;
+pub mod store;
 pub mod watch;

@@ -19,6 +19,8 @@
 //! | [`MAX_BODY`] | 1 KiB to 256 MiB | `max_body` |
 //! | [`OUTPUT_CAP`] | 1 B to 64 MiB | a command's `output_cap` |
 //! | [`WATCHDOG`] | 1 ms to 1 hour | the watchdog's `tick`, `threshold`, `hold_threshold` |
+//! | [`LEASE`] | 1 s to 1 hour | `server.lease` |
+//! | [`CONNECT_TIMEOUT`] | 0 to 1 hour | `server.connect_timeout` |
 //!
 //! Ten years and one day are far beyond any real schedule or job, and far
 //! inside what a timestamp, a timer or a millisecond count can hold, so
@@ -67,6 +69,10 @@ pub const MAX_BODY: Counts = Counts::new(1024, 256 << 20);
 pub const OUTPUT_CAP: Counts = Counts::new(1, 64 << 20);
 /// The watchdog's tick and thresholds.
 pub const WATCHDOG: Durations = Durations::new(Duration::from_millis(1), HOUR);
+/// How long a claimed job stays leased to its node without a heartbeat.
+pub const LEASE: Durations = Durations::new(Duration::from_secs(1), HOUR);
+/// How long the server keeps trying to reach its database at start.
+pub const CONNECT_TIMEOUT: Durations = Durations::new(Duration::ZERO, HOUR);
 
 /// An inclusive range of durations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

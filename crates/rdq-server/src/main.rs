@@ -45,6 +45,11 @@ struct ServeArgs {
     /// The SQLite database file (overrides server.db).
     #[arg(long)]
     db: Option<PathBuf>,
+    /// Keep the jobs in PostgreSQL instead of a SQLite file, e.g.
+    /// postgres://user:password@127.0.0.1:5432/rdq (overrides
+    /// server.database_url). Several servers may share one database.
+    #[arg(long, env = "RDQ_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Address to listen on (overrides server.listen).
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -96,8 +101,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => config::load(path).map_err(|e| ServeError::Usage(e.to_string()))?,
         None => Config::default(),
     };
+    if args.db.is_some() && args.database_url.is_some() {
+        return Err(ServeError::Usage(
+            "give either --db (a SQLite file) or --database-url (PostgreSQL, also RDQ_DATABASE_URL), not both"
+                .into(),
+        )
+        .into());
+    }
     if let Some(db) = args.db {
         config.db = db;
+        config.database_url = None;
+    }
+    if let Some(url) = args.database_url.filter(|u| !u.is_empty()) {
+        config.database_url = Some(url);
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -109,10 +125,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let queues: Vec<&str> = config.queues.iter().map(|q| q.name.as_str()).collect();
     let running = rdq_server::serve::start(config.clone()).await?;
+    let database = match &config.database_url {
+        Some(url) => format!(
+            "{} schema {}",
+            config::database::redact(url),
+            config.database_schema
+        ),
+        None => config.db.display().to_string(),
+    };
     println!(
-        "rdq: listening on http://{} (database {}, queues {queues:?})",
+        "rdq: listening on http://{} (database {database}, queues {queues:?})",
         running.addr,
-        config.db.display()
     );
     running.wait().await?;
     Ok(())

@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdq_store::sqlite::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 
 use crate::app::App;
@@ -57,6 +56,10 @@ pub fn check(config: &Config) -> Result<(), ServeError> {
         crate::config::resolved::check_token(token).map_err(|m| {
             ServeError::Usage(format!("the API token (RDQ_TOKEN or server.token): {m}"))
         })?;
+    }
+    if let Some(url) = &config.database_url {
+        crate::config::database::check_url(url)
+            .map_err(|m| ServeError::Usage(format!("--database-url: {m}")))?;
     }
     if !config.listen.ip().is_loopback() && config.token.is_none() {
         return Err(ServeError::Usage(format!(
@@ -101,33 +104,23 @@ impl Running {
 /// [`Running::stop`]).
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     check(&config)?;
-    let options = SqliteOptions {
-        sync: config.sync,
-        ..SqliteOptions::default()
-    };
-    let store = SqliteStore::open(&config.db, options)
-        .await
-        .map_err(|e| ServeError::Failed(format!("cannot open the database: {e}")))?;
+    let node = config
+        .node
+        .clone()
+        .unwrap_or_else(crate::config::database::default_node);
+    let store = crate::open::open(&config, &node).await?;
     // From here on a signal stops the server gracefully, even one that
     // arrives before it serves (until here, the default action: nothing
     // needs cleaning up yet). Installed later, a SIGTERM right after the
     // "listening" line killed the process outright.
     let signals = crate::shutdown::Signals::new();
-    let recovered = store.recovered();
-    if recovered.requeued + recovered.dead > 0 {
-        tracing::warn!(
-            requeued = recovered.requeued,
-            dead = recovered.dead,
-            "jobs left underway by a previous run went back to pending (or dead on their last attempt)"
-        );
-    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Failed(format!("cannot read the bound address: {e}")))?;
-    let app = App::start(&config, store)
+    let app = App::start(&config, store, &node)
         .await
         .map_err(|e| ServeError::Failed(e.to_string()))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

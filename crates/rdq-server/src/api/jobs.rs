@@ -92,24 +92,42 @@ pub async fn get(
     Ok(axum::Json(job(&app, id).await?.0.into()))
 }
 
+/// How long a cancel waits for an underway job to end before it answers
+/// 202 (the request is recorded; the job's node carries it out).
+pub const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Cancels a job: a waiting one at once; an underway one has its work
-/// dropped (for a command, its process group killed). 409 if it finished.
+/// dropped (for a command, its process group killed) by the node running
+/// it. 200 with the job once it is final (cancelled, or finished just
+/// before); 202 with the job still underway when it runs on another node
+/// that has not ended it within a second: the request is recorded and that
+/// node ends it (`GET /jobs/{id}/wait` tells when). 409 if it had finished.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
     params(("id" = i64, Path, description = "The job")),
-    responses((status = 200, body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = JobView, description = "final: cancelled (or finished just before)"),
+        (status = 202, body = JobView, description = "cancel requested: the job is still underway on its node, which ends it"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel(
     State(app): State<Arc<App>>,
     ApiPath(id): ApiPath<i64>,
-) -> Result<axum::Json<JobView>, ApiError> {
+) -> Result<(StatusCode, axum::Json<JobView>), ApiError> {
     let (row, q) = job(&app, id).await?;
     q.queue.cancel(row.id).await?;
+    let (status, now) = match tokio::time::timeout(CANCEL_WAIT, q.queue.wait(row.id)).await {
+        Ok(done) => (StatusCode::OK, done?),
+        Err(_) => (StatusCode::ACCEPTED, q.queue.get(row.id).await?),
+    };
     app.emit(Event::Job {
         id,
         queue: row.queue.clone(),
-        event: "cancelled".into(),
-        attempt: row.attempt,
+        event: if status == StatusCode::OK {
+            now.state.to_string()
+        } else {
+            "cancel_requested".into()
+        },
+        attempt: now.attempt,
     });
-    Ok(axum::Json(q.queue.get(row.id).await?.into()))
+    Ok((status, axum::Json(now.into())))
 }
 
 /// Changes a waiting job's priority. 409 if it is underway or finished.

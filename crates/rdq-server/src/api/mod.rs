@@ -33,11 +33,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use futures_util::StreamExt as _;
-use rdq_store::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use self::error::ApiError;
+use self::error::{ApiError, ErrorBody};
 use crate::app::App;
+use crate::store::AnyStore;
 
 /// The whole HTTP surface, for `serve` and for tests (`oneshot`).
 pub fn router(app: Arc<App>) -> Router {
@@ -207,16 +207,24 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when the store answers a read: `ready`, or 503.
+/// Ready when the store answers (a read on SQLite, `SELECT 1` on
+/// PostgreSQL): `ready`, or 503 with the reason (`store_unavailable` when
+/// PostgreSQL does not answer).
 #[utoipa::path(get, path = "/readyz", tag = "server",
-    responses((status = 200, description = "`ready`", body = String, content_type = "text/plain")))]
+    responses((status = 200, description = "`ready`", body = String, content_type = "text/plain"),
+        (status = 503, description = "The store does not answer", body = ErrorBody)))]
 pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Result<&'static str, ApiError> {
-    match app.store.get(rdq_store::JobId(0)).await {
-        Ok(_) => Ok("ready\n"),
-        Err(e) => Err(ApiError::Unavailable(format!(
-            "the store is not ready: {}",
-            ApiError::from(e)
-        ))),
+    match app.store.ping().await {
+        Ok(()) => Ok("ready\n"),
+        Err(e) => match &app.store {
+            AnyStore::Postgres(_) => Err(ApiError::StoreUnavailable(format!(
+                "the store is not ready: {e}"
+            ))),
+            AnyStore::Sqlite(_) => Err(ApiError::Unavailable(format!(
+                "the store is not ready: {}",
+                ApiError::from(e)
+            ))),
+        },
     }
 }
 

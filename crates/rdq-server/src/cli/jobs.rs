@@ -203,7 +203,14 @@ pub async fn cancel(client: &Client, a: &IdArgs) -> Result<(), CliError> {
     let job = client
         .post(&["jobs", &a.id.to_string(), "cancel"], None)
         .await?;
-    changed(&a.conn, &job, |j| format!("job {}: {}", j.id, j.state))
+    changed(&a.conn, &job, |j| match j.state.as_str() {
+        // 202: recorded; the node running it ends it.
+        "underway" => format!(
+            "job {}: cancel requested; the node running it ends it (rdq wait {} tells when)",
+            j.id, j.id
+        ),
+        state => format!("job {}: {state}", j.id),
+    })
 }
 
 /// `rdq prio ID PRIORITY`.

@@ -1,6 +1,7 @@
 //! Configuration: `rdq.toml` as written ([`raw`]), then checked and complete
 //! ([`resolved`]). Every error names the file, the line and what to fix.
 
+pub mod database;
 pub mod raw;
 pub mod resolved;
 

@@ -53,6 +53,17 @@ pub struct RawServer {
     pub shutdown_grace: Option<Spanned<String>>,
     /// `"full"` or `"normal"`.
     pub sync: Option<Spanned<String>>,
+    /// A PostgreSQL URL, `postgres://user:password@host:port/database`: use
+    /// PostgreSQL instead of `db`.
+    pub database_url: Option<Spanned<String>>,
+    /// The PostgreSQL schema holding rdq's tables (default `"rdq"`).
+    pub database_schema: Option<Spanned<String>>,
+    /// How long to keep trying to reach PostgreSQL at start, e.g. `"60s"`.
+    pub connect_timeout: Option<Spanned<String>>,
+    /// This node's name, as leases record it and PostgreSQL shows it.
+    pub node: Option<Spanned<String>>,
+    /// How long a claimed job stays leased without a heartbeat, e.g. `"30s"`.
+    pub lease: Option<Spanned<String>>,
 }
 
 /// `[queues.NAME]`.

@@ -38,8 +38,22 @@ pub struct Config {
     pub max_body: usize,
     /// How long underway jobs may finish at shutdown.
     pub shutdown_grace: Duration,
-    /// How much must be on disk before a put is acknowledged.
+    /// How much must be on disk before a put is acknowledged (SQLite).
     pub sync: SyncLevel,
+    /// A PostgreSQL URL: when set, the server keeps its jobs there (in
+    /// [`database_schema`](Config::database_schema)) instead of in `db`.
+    pub database_url: Option<String>,
+    /// The PostgreSQL schema holding rdq's tables.
+    pub database_schema: String,
+    /// How long to keep trying to reach PostgreSQL at start.
+    pub connect_timeout: Duration,
+    /// This node's name, as leases record it and PostgreSQL's
+    /// `application_name` shows it; `None`: host, pid and a random suffix.
+    pub node: Option<String>,
+    /// How long a claimed job stays leased to this node without a
+    /// heartbeat: after a node dies, its jobs run elsewhere within about
+    /// 1.5 leases.
+    pub lease: Duration,
     /// The queues, by name.
     pub queues: Vec<QueueConfig>,
     /// The stall watchdog.
@@ -84,6 +98,11 @@ impl Default for Config {
             max_body: 1 << 20,
             shutdown_grace: Duration::from_secs(30),
             sync: SyncLevel::Full,
+            database_url: None,
+            database_schema: "rdq".to_owned(),
+            connect_timeout: Duration::from_secs(60),
+            node: None,
+            lease: Duration::from_secs(30),
             queues: Vec::new(),
             watchdog: WatchdogConfig::default(),
         }
@@ -298,6 +317,31 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
                 ))
             }
         };
+    }
+    if let Some(url) = server.database_url {
+        super::database::check_url(url.get_ref())
+            .map_err(|m| error(Some(url.span()), format!("server.database_url: {m}")))?;
+        config.database_url = Some(url.into_inner());
+    }
+    if let Some(schema) = server.database_schema {
+        super::database::check_schema(schema.get_ref())
+            .map_err(|m| error(Some(schema.span()), format!("server.database_schema: {m}")))?;
+        config.database_schema = schema.into_inner();
+    }
+    if let Some(node) = server.node {
+        super::database::check_node(node.get_ref())
+            .map_err(|m| error(Some(node.span()), format!("server.node: {m}")))?;
+        config.node = Some(node.into_inner());
+    }
+    if let Some(lease) = server.lease {
+        config.lease = limits::LEASE
+            .parse("server.lease", lease.get_ref())
+            .map_err(|m| error(Some(lease.span()), m))?;
+    }
+    if let Some(t) = server.connect_timeout {
+        config.connect_timeout = limits::CONNECT_TIMEOUT
+            .parse("server.connect_timeout", t.get_ref())
+            .map_err(|m| error(Some(t.span()), m))?;
     }
     let wd = raw.watchdog;
     let mut watchdog = WatchdogConfig {
@@ -528,6 +572,11 @@ token = "0123456789abcdef0123"
 max_body = "2MiB"
 shutdown_grace = "10s"
 sync = "normal"
+database_url = "postgres://rdq:pw@db.example:5432/jobs"
+database_schema = "rdq_prod"
+connect_timeout = "2m"
+node = "web-1"
+lease = "10s"
 
 [watchdog]
 tick = "50ms"
@@ -564,6 +613,14 @@ grace = "2s"
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.max_body, 2 << 20);
         assert_eq!(c.sync, SyncLevel::Normal);
+        assert_eq!(
+            c.database_url.as_deref(),
+            Some("postgres://rdq:pw@db.example:5432/jobs")
+        );
+        assert_eq!(c.database_schema, "rdq_prod");
+        assert_eq!(c.connect_timeout, Duration::from_secs(120));
+        assert_eq!(c.node.as_deref(), Some("web-1"));
+        assert_eq!(c.lease, Duration::from_secs(10));
         assert_eq!(c.queues.len(), 2);
         let report = &c.queues[0];
         assert_eq!(
@@ -605,6 +662,12 @@ grace = "2s"
             ("[server]\ntoken = \" padded-sixteen-chars\"\n", 2, "no whitespace at either end"),
             ("[server]\ntoken = \"short\"\n", 2, "at least 16 characters"),
             ("[watchdog]\nspeed = 1\n", 2, "unknown field"),
+            ("[server]\ndatabase_url = \"mysql://u:hunter2@h/db\"\n", 2, "server.database_url: database URL \"mysql://u:***@h/db\" is not a PostgreSQL URL"),
+            ("[server]\ndatabase_url = \"postgres://u:pw@h:port/db\"\n", 2, "malformed database URL"),
+            ("[server]\n\ndatabase_schema = \"Rdq\"\n", 3, "server.database_schema"),
+            ("[server]\nnode = \"\"\n", 2, "server.node"),
+            ("[server]\nlease = \"10ms\"\n", 2, "server.lease \"10ms\" is out of range"),
+            ("[server]\nconnect_timeout = \"soon\"\n", 2, "server.connect_timeout"),
             ("x = [", 1, ""),
         ];
         for (text, line, words) in cases {

@@ -462,7 +462,9 @@ async fn saved_settings_out_of_range_are_replaced_by_the_configured_ones() {
     let store = SqliteStore::open(&config.db, SqliteOptions::default())
         .await
         .unwrap();
-    let app = App::start(&config, store.clone()).await.unwrap();
+    let app = App::start(&config, store.clone(), "test-node")
+        .await
+        .unwrap();
     let mut saved = store.load_queue("sms").await.unwrap().unwrap();
     saved.settings["timeout_ms"] = json!(0);
     saved.settings["width"] = json!(1_000_000_000u64);
@@ -473,7 +475,7 @@ async fn saved_settings_out_of_range_are_replaced_by_the_configured_ones() {
     let store = SqliteStore::open(&config.db, SqliteOptions::default())
         .await
         .unwrap();
-    let app = App::start(&config, store).await.unwrap();
+    let app = App::start(&config, store, "test-node").await.unwrap();
     let settings = app.queues["sms"].queue.settings();
     assert_eq!(settings.timeout_ms, Some(5_000), "{settings:?}");
     assert_eq!(settings.width, 2, "{settings:?}");
