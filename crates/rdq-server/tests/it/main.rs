@@ -6,6 +6,7 @@ mod command;
 mod demo;
 mod e2e;
 mod limits;
+mod postgres;
 mod processes;
 mod support;
 mod watch;

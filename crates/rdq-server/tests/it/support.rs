@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use rdq_server::app::App;
 use rdq_server::config::{Config, ExecutorConfig, QueueConfig};
 use rdq_server::executor::http::HttpSpec;
+use rdq_server::store::AnyStore;
 use rdq_store::sqlite::{SqliteOptions, SqliteStore};
 use tower::ServiceExt;
 
@@ -135,6 +136,14 @@ pub(crate) fn sms_queue(url: &str) -> QueueConfig {
 
 impl TestServer {
     pub(crate) async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_on(None, tweak).await
+    }
+
+    /// The same on `store` (on a SQLite file of its own when `None`).
+    pub(crate) async fn start_on(
+        store: Option<AnyStore>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let target = Target::start().await;
         let mut config = Config {
@@ -144,10 +153,14 @@ impl TestServer {
             ..Config::default()
         };
         tweak(&mut config);
-        let store = SqliteStore::open(&config.db, SqliteOptions::default())
-            .await
-            .unwrap();
-        let app = App::start(&config, store).await.unwrap();
+        let store = match store {
+            Some(store) => store,
+            None => SqliteStore::open(&config.db, SqliteOptions::default())
+                .await
+                .unwrap()
+                .into(),
+        };
+        let app = App::start(&config, store, "test-node").await.unwrap();
         TestServer {
             router: rdq_server::api::router(app.clone()),
             app,
