@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use rdq_server::cli::CliError;
 use rdq_server::config::{self, Config};
 use rdq_server::serve::ServeError;
@@ -42,7 +43,8 @@ struct ServeArgs {
     /// The configuration file.
     #[arg(long, short, env = "RDQ_CONFIG")]
     config: Option<PathBuf>,
-    /// The SQLite database file (overrides server.db).
+    /// The SQLite database file (overrides server.db, server.database_url
+    /// and RDQ_DATABASE_URL).
     #[arg(long)]
     db: Option<PathBuf>,
     /// Keep the jobs in PostgreSQL instead of a SQLite file, e.g.
@@ -50,6 +52,9 @@ struct ServeArgs {
     /// server.database_url). Several servers may share one database.
     #[arg(long, env = "RDQ_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Whether `database_url` came from the environment.
+    #[arg(skip)]
+    url_from_env: bool,
     /// Address to listen on (overrides server.listen).
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -65,7 +70,15 @@ fn main() -> ExitCode {
         // Colours for a person at a terminal, not escape codes in a log file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // RDQ_DATABASE_URL in the environment gives way to an explicit --db.
+    if let Command::Serve(args) = &mut cli.command {
+        args.url_from_env = matches
+            .subcommand_matches("serve")
+            .and_then(|m| m.value_source("database_url"))
+            == Some(ValueSource::EnvVariable);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -96,11 +109,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => config::load(path).map_err(|e| ServeError::Usage(e.to_string()))?,
         None => Config::default(),
     };
+    if args.db.is_some() && args.url_from_env {
+        args.database_url = None;
+    }
     if args.db.is_some() && args.database_url.is_some() {
         return Err(ServeError::Usage(
             "give either --db (a SQLite file) or --database-url (PostgreSQL, also RDQ_DATABASE_URL), not both"

@@ -392,6 +392,32 @@ async fn bad_urls_and_databases_are_refused() {
     assert!(!stderr.contains("retry_in"), "not retried: {stderr}");
 }
 
+/// A schema a newer rdq migrated: exit 1, "upgrade rdq", nothing touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused() {
+    let schema: Schema = schema_or_skip!("a_newer_schema_is_refused");
+    schema
+        .execute(&format!(
+            "CREATE SCHEMA {s};
+             CREATE TABLE {s}.rdq_schema_version (version bigint PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO {s}.rdq_schema_version (version) VALUES (999);",
+            s = schema.name
+        ))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = failing(&schema.url, &config(dir.path(), &schema.name, "old", "")).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("upgrade rdq"), "{stderr}");
+    let row = schema
+        .query_one(&format!(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = '{}'",
+            schema.name
+        ))
+        .await;
+    assert_eq!(row.get::<_, i64>(0), 1, "no table was created");
+}
+
 /// PostgreSQL lost mid-run (a proxy in between, cut): `/readyz` and puts
 /// answer 503 `store_unavailable`; restored: puts succeed again, and every
 /// acknowledged job is there and runs.

@@ -75,6 +75,12 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Er
 }
 
 impl Schema {
+    /// Runs statements in this schema's database.
+    pub(crate) async fn execute(&self, sql: &str) {
+        let client = connect(&self.url).await.expect("connect");
+        client.batch_execute(sql).await.expect(sql);
+    }
+
     /// Runs `sql` in this schema's database (for what the API cannot show).
     pub(crate) async fn query_one(&self, sql: &str) -> tokio_postgres::Row {
         let client = connect(&self.url).await.expect("connect");
