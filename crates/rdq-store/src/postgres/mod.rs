@@ -242,10 +242,17 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
             StoreError::Internal(format!("{text} (SQLSTATE {})", code.code()))
         };
     }
-    if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
-        return StoreError::Unavailable(e.to_string());
+    // The text with its causes: "error connecting to server: Connection
+    // refused (os error 111)".
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
     }
-    let text = e.to_string();
+    if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
+        return StoreError::Unavailable(text);
+    }
     if text.contains("timeout") || text.contains("connect") {
         StoreError::Unavailable(text)
     } else {
