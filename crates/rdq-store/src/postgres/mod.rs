@@ -980,8 +980,11 @@ impl Store for PgStore {
         let max = sql_i32(params.max);
         let lease = micros(params.lease);
         let async_commit = core.async_commit();
-        // The outcomes buffered so far go first, in the same transaction:
-        // their jobs must not count against the width.
+        // The outcomes enqueued so far are committed first: those being
+        // written now are waited for, the buffered ones go in this claim's
+        // transaction, ahead of it. Their jobs must not count against the
+        // width.
+        core.outcomes.settle_in_flight().await;
         let batch = core.outcomes.take();
         let arrays = batch
             .as_ref()
