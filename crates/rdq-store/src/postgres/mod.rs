@@ -980,8 +980,11 @@ impl Store for PgStore {
         let max = sql_i32(params.max);
         let lease = micros(params.lease);
         let async_commit = core.async_commit();
-        // The outcomes buffered so far go first, in the same transaction:
-        // their jobs must not count against the width.
+        // The outcomes enqueued so far are committed first: those being
+        // written now are waited for, the buffered ones go in this claim's
+        // transaction, ahead of it. Their jobs must not count against the
+        // width.
+        core.outcomes.settle_in_flight().await;
         let batch = core.outcomes.take();
         let arrays = batch
             .as_ref()
@@ -1498,5 +1501,54 @@ impl Store for PgStore {
             tracing::warn!("closing the store with outcomes not written");
         }
         flushed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_found_and_redacted_in_every_url_form() {
+        for (url, password) in [
+            ("postgres://u:pw1@h:5432/db", Some("pw1")),
+            ("postgresql://u:p%40ss@h/db?sslmode=disable", Some("p%40ss")),
+            ("postgres://u@h/db?password=pw2&x=1", Some("pw2")),
+            ("host=h user=u password=pw3 dbname=db", Some("pw3")),
+            ("host=h user=u password='pw4' dbname=db", Some("pw4")),
+            ("postgres://u@h/db", None),
+        ] {
+            assert_eq!(password_of(url).as_deref(), password, "{url}");
+            if let Some(pw) = password {
+                let shown = redact(url);
+                assert!(!shown.contains(pw) && shown.contains("***"), "{shown}");
+            }
+        }
+        let e = scrub(
+            StoreError::Unavailable("no luck with pw5 today".into()),
+            Some("pw5"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "database unavailable: no luck with *** today"
+        );
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["rdq", "rdq_t_0123abcd", "_x"] {
+            assert!(valid_schema(good), "{good}");
+        }
+        for bad in [
+            "",
+            "1rdq",
+            "Rdq",
+            "rdq-x",
+            "rdq;drop",
+            "a\"b",
+            &"x".repeat(51),
+        ] {
+            assert!(!valid_schema(bad), "{bad}");
+        }
     }
 }

@@ -250,6 +250,10 @@ async fn width_is_cluster_wide() {
     );
     let after = a.claim(claim("q", 2, "a", at(61))).await.expect("claim");
     assert_eq!((after.jobs.len(), after.limited), (2, None));
+    // The widest width there is: no limit.
+    save(&a, "q", serde_json::json!({"width": u64::MAX})).await;
+    let rest = a.claim(claim("q", 10, "a", at(62))).await.expect("claim");
+    assert_eq!((rest.jobs.len(), rest.limited), (4, None));
 }
 
 /// One token bucket per queue, shared by every node.
