@@ -593,3 +593,38 @@ async fn futures_puts(
     }
     ids
 }
+
+/// B5's baseline drains a queue with the store's own statements, within the
+/// queue's width; `sync` then returns with everything committed.
+#[tokio::test]
+async fn the_bare_loop_drains_a_queue_within_its_width() {
+    let Some(t) = PgTest::new().await else {
+        return;
+    };
+    let store = node_store(&t, "bare", PgOptions::default()).await;
+    store
+        .save_queue(rdq_store::QueueRecord {
+            name: QUEUE.into(),
+            declared: serde_json::json!({}),
+            settings: serde_json::json!({"width": 4, "paused": false, "rate": null}),
+        })
+        .await
+        .expect("settings");
+    let now = rdq_store::Timestamp::from(std::time::SystemTime::now());
+    store
+        .insert_many(
+            (0..250)
+                .map(|_| work(None, serde_json::json!({"ms": 0})))
+                .collect(),
+            now,
+        )
+        .await
+        .expect("put");
+    let ran = store
+        .bench_bare_loop(QUEUE, 16, "bare")
+        .await
+        .expect("bare loop");
+    store.sync().await.expect("sync");
+    assert_eq!(ran, 250);
+    assert_eq!(count(&store, JobState::Succeeded).await, 250);
+}
