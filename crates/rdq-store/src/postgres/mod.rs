@@ -898,49 +898,11 @@ async fn insert_batch(core: &Core, batch: &[PutRequest]) -> Result<Vec<Inserted>
     Ok(out)
 }
 
-/// Refuses what the database would store but nobody could use (as SQLite
-/// does), and what does not fit PostgreSQL's integers.
-fn validate(job: &NewJob) -> Result<()> {
-    if job.queue.is_empty() {
-        return Err(StoreError::Invalid("a job needs a queue name".into()));
-    }
-    if job.kind.is_empty() {
-        return Err(StoreError::Invalid("a job needs a kind".into()));
-    }
-    if job.max_attempts == 0 {
-        return Err(StoreError::Invalid(
-            "max_attempts must be at least 1".into(),
-        ));
-    }
-    if job.max_attempts > i32::MAX as u32 {
-        return Err(StoreError::Invalid(format!(
-            "max_attempts must be at most {}",
-            i32::MAX
-        )));
-    }
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&job.args) {
-        return Err(StoreError::Invalid(format!(
-            "job args are not valid JSON: {e}"
-        )));
-    }
-    if job.queue.contains('\0') || job.kind.contains('\0') || job.args.contains('\0') {
-        return Err(StoreError::Invalid(
-            "a job's queue, kind and args cannot hold a NUL character".into(),
-        ));
-    }
-    if job.key.as_deref().is_some_and(|k| k.contains('\0')) {
-        return Err(StoreError::Invalid(
-            "a job's key cannot hold a NUL character".into(),
-        ));
-    }
-    Ok(())
-}
-
 impl Store for PgStore {
     async fn insert_many(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Inserted>> {
         self.core().check_open()?;
         for job in &jobs {
-            validate(job)?;
+            job.validate()?;
         }
         if jobs.is_empty() {
             return Ok(Vec::new());
