@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// A durable job's id: unique in its store, never reused, growing with put
-/// order.
+/// A durable job's id: unique in its store and never reused. On one node it
+/// grows with put order; across nodes sharing a database it is not ordered
+/// by commit (a put that commits later may have a smaller id).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(pub i64);
@@ -299,6 +300,48 @@ pub struct NewJob {
     pub key: Option<String>,
     /// Overrides the queue's timeout.
     pub timeout: Option<Duration>,
+}
+
+impl NewJob {
+    /// Refuses what a store would keep but nobody could use, and what does
+    /// not fit every backend (PostgreSQL's 32-bit integers, its text without
+    /// NUL): one rule for both, so a job one store takes the other takes too.
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        use crate::StoreError;
+        if self.queue.is_empty() {
+            return Err(StoreError::Invalid("a job needs a queue name".into()));
+        }
+        if self.kind.is_empty() {
+            return Err(StoreError::Invalid("a job needs a kind".into()));
+        }
+        if self.max_attempts == 0 {
+            return Err(StoreError::Invalid(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        if self.max_attempts > i32::MAX as u32 {
+            return Err(StoreError::Invalid(format!(
+                "max_attempts must be at most {}",
+                i32::MAX
+            )));
+        }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&self.args) {
+            return Err(StoreError::Invalid(format!(
+                "job args are not valid JSON: {e}"
+            )));
+        }
+        if self.queue.contains('\0') || self.kind.contains('\0') || self.args.contains('\0') {
+            return Err(StoreError::Invalid(
+                "a job's queue, kind and args cannot hold a NUL character".into(),
+            ));
+        }
+        if self.key.as_deref().is_some_and(|k| k.contains('\0')) {
+            return Err(StoreError::Invalid(
+                "a job's key cannot hold a NUL character".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What an insert did.

@@ -154,7 +154,7 @@ BEGIN
         END IF;
 
         IF jsonb_typeof(v_settings -> 'width') = 'number' THEN
-            v_width := (v_settings ->> 'width')::numeric::bigint;
+            v_width := least((v_settings ->> 'width')::numeric, 1e18)::bigint; -- usize::MAX: no limit
             -- A statement of its own, started after the row lock: it sees
             -- every claim and outcome committed before the lock was granted.
             SELECT count(*) INTO v_free FROM rdq_jobs j

@@ -129,6 +129,25 @@ impl Outcomes {
         self.changed.send_modify(|n| *n += 1);
     }
 
+    /// Waits until the batches in flight now (taken by the completer or
+    /// another claim) are committed or failed: a claim that follows counts
+    /// the width their outcomes freed.
+    pub(super) async fn settle_in_flight(&self) {
+        let mut changes = self.changed.subscribe();
+        let flying: Vec<u64> = self.lock().in_flight.keys().copied().collect();
+        if flying.is_empty() {
+            return;
+        }
+        loop {
+            if !flying.iter().any(|k| self.lock().in_flight.contains_key(k)) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Whether nothing is buffered or in flight.
     pub(super) fn is_idle(&self) -> bool {
         let st = self.lock();

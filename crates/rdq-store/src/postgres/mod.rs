@@ -68,6 +68,7 @@
 //! and its hold, refills the queue's token bucket, counts the jobs underway
 //! on every node and claims at most what the limits leave, in one statement.
 
+mod bare;
 mod completer;
 mod notify;
 mod queries;
@@ -242,10 +243,17 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
             StoreError::Internal(format!("{text} (SQLSTATE {})", code.code()))
         };
     }
-    if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
-        return StoreError::Unavailable(e.to_string());
+    // The text with its causes: "error connecting to server: Connection
+    // refused (os error 111)".
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
     }
-    let text = e.to_string();
+    if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
+        return StoreError::Unavailable(text);
+    }
     if text.contains("timeout") || text.contains("connect") {
         StoreError::Unavailable(text)
     } else {
@@ -890,49 +898,11 @@ async fn insert_batch(core: &Core, batch: &[PutRequest]) -> Result<Vec<Inserted>
     Ok(out)
 }
 
-/// Refuses what the database would store but nobody could use (as SQLite
-/// does), and what does not fit PostgreSQL's integers.
-fn validate(job: &NewJob) -> Result<()> {
-    if job.queue.is_empty() {
-        return Err(StoreError::Invalid("a job needs a queue name".into()));
-    }
-    if job.kind.is_empty() {
-        return Err(StoreError::Invalid("a job needs a kind".into()));
-    }
-    if job.max_attempts == 0 {
-        return Err(StoreError::Invalid(
-            "max_attempts must be at least 1".into(),
-        ));
-    }
-    if job.max_attempts > i32::MAX as u32 {
-        return Err(StoreError::Invalid(format!(
-            "max_attempts must be at most {}",
-            i32::MAX
-        )));
-    }
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&job.args) {
-        return Err(StoreError::Invalid(format!(
-            "job args are not valid JSON: {e}"
-        )));
-    }
-    if job.queue.contains('\0') || job.kind.contains('\0') || job.args.contains('\0') {
-        return Err(StoreError::Invalid(
-            "a job's queue, kind and args cannot hold a NUL character".into(),
-        ));
-    }
-    if job.key.as_deref().is_some_and(|k| k.contains('\0')) {
-        return Err(StoreError::Invalid(
-            "a job's key cannot hold a NUL character".into(),
-        ));
-    }
-    Ok(())
-}
-
 impl Store for PgStore {
     async fn insert_many(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Inserted>> {
         self.core().check_open()?;
         for job in &jobs {
-            validate(job)?;
+            job.validate()?;
         }
         if jobs.is_empty() {
             return Ok(Vec::new());
@@ -973,8 +943,11 @@ impl Store for PgStore {
         let max = sql_i32(params.max);
         let lease = micros(params.lease);
         let async_commit = core.async_commit();
-        // The outcomes buffered so far go first, in the same transaction:
-        // their jobs must not count against the width.
+        // The outcomes enqueued so far are committed first: those being
+        // written now are waited for, the buffered ones go in this claim's
+        // transaction, ahead of it. Their jobs must not count against the
+        // width.
+        core.outcomes.settle_in_flight().await;
         let batch = core.outcomes.take();
         let arrays = batch
             .as_ref()
@@ -1491,5 +1464,54 @@ impl Store for PgStore {
             tracing::warn!("closing the store with outcomes not written");
         }
         flushed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_found_and_redacted_in_every_url_form() {
+        for (url, password) in [
+            ("postgres://u:pw1@h:5432/db", Some("pw1")),
+            ("postgresql://u:p%40ss@h/db?sslmode=disable", Some("p%40ss")),
+            ("postgres://u@h/db?password=pw2&x=1", Some("pw2")),
+            ("host=h user=u password=pw3 dbname=db", Some("pw3")),
+            ("host=h user=u password='pw4' dbname=db", Some("pw4")),
+            ("postgres://u@h/db", None),
+        ] {
+            assert_eq!(password_of(url).as_deref(), password, "{url}");
+            if let Some(pw) = password {
+                let shown = redact(url);
+                assert!(!shown.contains(pw) && shown.contains("***"), "{shown}");
+            }
+        }
+        let e = scrub(
+            StoreError::Unavailable("no luck with pw5 today".into()),
+            Some("pw5"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "database unavailable: no luck with *** today"
+        );
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["rdq", "rdq_t_0123abcd", "_x"] {
+            assert!(valid_schema(good), "{good}");
+        }
+        for bad in [
+            "",
+            "1rdq",
+            "Rdq",
+            "rdq-x",
+            "rdq;drop",
+            "a\"b",
+            &"x".repeat(51),
+        ] {
+            assert!(!valid_schema(bad), "{bad}");
+        }
     }
 }

@@ -522,7 +522,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn insert_many(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Inserted>> {
         for job in &jobs {
-            validate(job)?;
+            job.validate()?;
         }
         let queues: Vec<String> = {
             let mut q: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
@@ -810,27 +810,6 @@ fn signal(map: &Mutex<HashMap<String, Arc<Notify>>>, queue: &str) -> Arc<Notify>
         .entry(queue.to_owned())
         .or_default()
         .clone()
-}
-
-/// Refuses what the database would store but nobody could use.
-fn validate(job: &NewJob) -> Result<()> {
-    if job.queue.is_empty() {
-        return Err(StoreError::Invalid("a job needs a queue name".into()));
-    }
-    if job.kind.is_empty() {
-        return Err(StoreError::Invalid("a job needs a kind".into()));
-    }
-    if job.max_attempts == 0 {
-        return Err(StoreError::Invalid(
-            "max_attempts must be at least 1".into(),
-        ));
-    }
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&job.args) {
-        return Err(StoreError::Invalid(format!(
-            "job args are not valid JSON: {e}"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(all(test, feature = "watchdog"))]

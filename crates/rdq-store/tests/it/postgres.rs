@@ -250,6 +250,10 @@ async fn width_is_cluster_wide() {
     );
     let after = a.claim(claim("q", 2, "a", at(61))).await.expect("claim");
     assert_eq!((after.jobs.len(), after.limited), (2, None));
+    // The widest width there is: no limit.
+    save(&a, "q", serde_json::json!({"width": u64::MAX})).await;
+    let rest = a.claim(claim("q", 10, "a", at(62))).await.expect("claim");
+    assert_eq!((rest.jobs.len(), rest.limited), (4, None));
 }
 
 /// One token bucket per queue, shared by every node.
@@ -655,6 +659,120 @@ async fn coalesced_puts_answer_each_caller() {
         a.insert_many(vec![huge], at(0)).await,
         Err(StoreError::Invalid(_))
     ));
+}
+
+/// A node whose connections are all cut reconnects: its waiters are woken
+/// (a notification may have been missed meanwhile), and it hears the other
+/// nodes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_reconnects() {
+    let Some(t) = PgTest::new().await else { return };
+    let (a, b) = (t.store("a").await, t.store("b").await);
+    let woken = b.work_signal("idle");
+    let waiter = tokio::spawn(async move { woken.notified().await });
+    tokio::task::yield_now().await;
+    let killed: i64 = t
+        .sql()
+        .await
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1) k",
+            &[&t.options("b").application_name],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(killed >= 1);
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("waiters woken after the reconnect")
+        .expect("waiter");
+    // Heard again: a put through A wakes B.
+    let signal = b.work_signal("q");
+    let heard = tokio::spawn(async move { signal.notified().await });
+    tokio::task::yield_now().await;
+    put(&a, vec![job("q")], at(0)).await;
+    tokio::time::timeout(Duration::from_secs(2), heard)
+        .await
+        .expect("B hears A again")
+        .expect("waiter");
+    // B's pools replaced their dead connections too.
+    assert_eq!(
+        b.counts("q").await.expect("counts").values().sum::<u64>(),
+        1
+    );
+}
+
+/// Two DurableQueues on two nodes share the queue's width: never more jobs
+/// run at once, over both, than it allows; every job runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_queues_on_two_nodes_share_the_width() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let Some(t) = PgTest::new().await else { return };
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut queues = Vec::new();
+    for node in ["a", "b"] {
+        let store = PgStore::connect(
+            &t.url,
+            PgOptions {
+                clock: PgClock::Server,
+                poll_interval: Duration::from_millis(100),
+                ..t.options(node)
+            },
+        )
+        .await
+        .expect("connect");
+        let (running, most, runs) = (running.clone(), most.clone(), runs.clone());
+        let q = rdq_store::DurableQueue::builder(store, "q")
+            .node(node)
+            .width(2)
+            .handler("k", move |_: (), _: rdq_store::JobContext| {
+                let (running, most, runs) = (running.clone(), most.clone(), runs.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, rdq_store::HandlerError>(())
+                }
+            })
+            .build()
+            .await
+            .expect("build");
+        queues.push(q);
+    }
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(
+            queues[0]
+                .put("k", &(), rdq_store::PutOptions::default())
+                .await
+                .expect("put")
+                .id,
+        );
+    }
+    for id in ids {
+        let row = tokio::time::timeout(Duration::from_secs(20), queues[1].wait(id))
+            .await
+            .expect("finished in time")
+            .expect("wait");
+        assert_eq!(row.state, JobState::Succeeded);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 20, "each job ran once");
+    assert!(
+        most.load(Ordering::SeqCst) <= 2,
+        "{} jobs ran at once over a width of 2",
+        most.load(Ordering::SeqCst)
+    );
+    for q in &queues {
+        q.stop(Duration::from_secs(5)).await.expect("stop");
+        q.store().close().await.expect("close");
+    }
 }
 
 mod suite {
