@@ -390,6 +390,12 @@ async fn bad_urls_and_databases_are_refused() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("does not exist"), "{stderr}");
     assert!(!stderr.contains("retry_in"), "not retried: {stderr}");
+    // A login refused (here: no such role; with a password, a wrong one).
+    let url = format!("postgres://rdq_no_such_role:{SECRET}@{upstream}/postgres");
+    let (code, stderr) = failing(&url, &cfg).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("rdq_no_such_role"), "{stderr}");
+    assert!(!stderr.contains("retry_in"), "not retried: {stderr}");
 }
 
 /// A schema a newer rdq migrated: exit 1, "upgrade rdq", nothing touched.
