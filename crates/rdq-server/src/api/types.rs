@@ -45,6 +45,8 @@ pub struct JobView {
     pub result: Option<serde_json::Value>,
     /// The latest error.
     pub error: Option<String>,
+    /// While underway, the node running it (`server.node`); null otherwise.
+    pub node: Option<String>,
 }
 
 impl From<JobRow> for JobView {
@@ -69,6 +71,7 @@ impl From<JobRow> for JobView {
             key: row.key,
             timeout_ms: row.timeout.map(|t| t.as_millis() as u64),
             error: row.error,
+            node: row.node.filter(|_| row.state == JobState::Underway),
         }
     }
 }

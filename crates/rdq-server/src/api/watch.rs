@@ -241,6 +241,10 @@ pub struct UnderwayJob {
     pub queue: String,
     /// Its kind.
     pub kind: String,
+    /// The node running it (`server.node`): on PostgreSQL, the dump lists
+    /// every node's underway jobs; `poll` and `child` are known only for
+    /// this node's.
+    pub node: Option<String>,
     /// This run's number (1 for the first).
     pub attempt: u32,
     /// Runs allowed.
@@ -409,6 +413,7 @@ pub(crate) async fn underway(
                 id: row.id.0,
                 queue: row.queue,
                 kind: row.kind,
+                node: row.node,
                 attempt: row.attempt,
                 max_attempts: row.max_attempts,
                 launched_at: row.launched_at.map(|t| t.to_string()),

@@ -157,6 +157,12 @@ impl Server {
         q
     }
 
+    fn signal(&self, signal: i32) {
+        let pid = self.child.id().unwrap() as i32;
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
     /// SIGTERM, then the exit status.
     async fn stop(mut self) -> Option<i32> {
         let pid = self.child.id().unwrap() as i32;
@@ -271,6 +277,16 @@ async fn two_servers_share_settings_and_cancels() {
     let a = Server::start(&schema.url, &config(dir.path(), &schema.name, "node-a", "")).await;
     let b = Server::start(&schema.url, &config(dir.path(), &schema.name, "node-b", "")).await;
 
+    // Each node's sessions carry its name.
+    for node in ["node-a", "node-b"] {
+        let row = schema
+            .query_one(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{node}'"
+            ))
+            .await;
+        assert!(row.get::<_, i64>(0) >= 1, "no session of {node}");
+    }
+
     // Width through A, seen on B within a second.
     assert_eq!(a.patch(json!({"width": 7})).await["width"], 7);
     within(Duration::from_secs(1), "B shows A's width", || async {
@@ -303,17 +319,7 @@ async fn two_servers_share_settings_and_cancels() {
 
     // A long job: cancelled through the node that does not run it.
     let id = a.put("60").await;
-    let (runner, other) = within(PATIENCE, "the job runs on a node", || async {
-        for (runner, other) in [(&a, &b), (&b, &a)] {
-            let (_, dump) = runner.call("GET", "/api/v1/dump", None).await;
-            let jobs = dump["jobs"].as_array().cloned().unwrap_or_default();
-            if jobs.iter().any(|j| j["id"] == id) {
-                return Some((runner, other));
-            }
-        }
-        None
-    })
-    .await;
+    let (runner, other) = runs_on(id, [&a, &b]).await;
     let (status, job) = other
         .call("POST", &format!("/api/v1/jobs/{id}/cancel"), None)
         .await;
@@ -325,15 +331,53 @@ async fn two_servers_share_settings_and_cancels() {
     }
     let job = runner.finished(id).await;
     assert_eq!(job["state"], "cancelled", "{job}");
-    within(PATIENCE, "the runner lets go of it", || async {
-        let (_, dump) = runner.call("GET", "/api/v1/dump", None).await;
-        let jobs = dump["jobs"].as_array().cloned().unwrap_or_default();
-        (!jobs.iter().any(|j| j["id"] == id)).then_some(())
-    })
-    .await;
+    assert_eq!(job["node"], json!(null), "{job}");
+
+    // The node running it is stopped (SIGSTOP, well within its lease): the
+    // cancel is recorded, 202 with the job still underway; once the node
+    // runs again, it ends the job cancelled.
+    let id = a.put("60").await;
+    let (runner, other) = runs_on(id, [&a, &b]).await;
+    runner.signal(libc::SIGSTOP);
+    let (status, job) = other
+        .call("POST", &format!("/api/v1/jobs/{id}/cancel"), None)
+        .await;
+    runner.signal(libc::SIGCONT);
+    assert_eq!((status, &job["state"]), (202, &json!("underway")), "{job}");
+    let job = other.finished(id).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
 
     assert_eq!(a.stop().await, Some(0));
     assert_eq!(b.stop().await, Some(0));
+}
+
+/// Which of two servers (nodes `node-a`, `node-b`) runs job `id`, and the
+/// other, once it is underway.
+async fn runs_on(id: i64, [a, b]: [&Server; 2]) -> (&Server, &Server) {
+    let (runner, other) = within(PATIENCE, "the job runs on a node", || async {
+        let job = a.job(id).await;
+        match job["node"].as_str() {
+            Some("node-a") => Some((a, b)),
+            Some("node-b") => Some((b, a)),
+            _ => None,
+        }
+    })
+    .await;
+    // Either node's dump lists it, naming the node.
+    let (_, dump) = other.call("GET", "/api/v1/dump", None).await;
+    let jobs = dump["jobs"].as_array().cloned().unwrap_or_default();
+    let listed = jobs.iter().find(|j| j["id"] == id);
+    let runner_name = if std::ptr::eq(runner, a) {
+        "node-a"
+    } else {
+        "node-b"
+    };
+    assert_eq!(
+        listed.map(|j| j["node"].clone()),
+        Some(json!(runner_name)),
+        "{dump}"
+    );
+    (runner, other)
 }
 
 /// A URL to a closed port: retries with backoff for `connect_timeout`,
