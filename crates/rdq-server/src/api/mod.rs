@@ -214,7 +214,7 @@ pub(crate) async fn healthz() -> &'static str {
     responses((status = 200, description = "`ready`", body = String, content_type = "text/plain"),
         (status = 503, description = "The store does not answer", body = ErrorBody)))]
 pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Result<&'static str, ApiError> {
-    match app.store.ping().await {
+    match crate::store::ping(&app.store).await {
         Ok(()) => Ok("ready\n"),
         Err(e) => match &app.store {
             AnyStore::Postgres(_) => Err(ApiError::StoreUnavailable(format!(
