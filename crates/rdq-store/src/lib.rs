@@ -13,6 +13,7 @@
 //! trait is shaped for several nodes sharing a PostgreSQL database too
 //! (claims with leases, heartbeats, rescue, batched outcomes).
 
+mod any;
 mod clock;
 mod durable;
 mod error;
@@ -24,6 +25,7 @@ mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use any::AnyStore;
 pub use clock::Clock;
 pub use durable::{
     AttemptEnd, AttemptHook, Builder, DurableError, DurableQueue, HandlerError, JobContext,

@@ -68,6 +68,7 @@
 //! and its hold, refills the queue's token bucket, counts the jobs underway
 //! on every node and claims at most what the limits leave, in one statement.
 
+mod bare;
 mod completer;
 mod notify;
 mod queries;

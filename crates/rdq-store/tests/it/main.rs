@@ -3,6 +3,7 @@
 mod child;
 mod support;
 
+mod cluster;
 mod crash;
 mod durable;
 mod open;

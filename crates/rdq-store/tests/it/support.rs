@@ -1,33 +1,62 @@
 //! Fresh stores in temporary directories.
 
 use rdq_store::sqlite::{SqliteOptions, SqliteStore};
+use rdq_store::{AnyStore, Store};
 
-/// A store in a fresh temporary directory, removed when dropped.
+use crate::postgres::PgTest;
+
+/// A fresh store, removed when dropped: a SQLite file in a temporary
+/// directory, or a PostgreSQL schema of its own.
 pub(crate) struct TempStore {
-    pub(crate) store: SqliteStore,
-    pub(crate) dir: tempfile::TempDir,
+    pub(crate) store: AnyStore,
+    place: Place,
+}
+
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(PgTest),
 }
 
 impl TempStore {
+    /// SQLite.
     pub(crate) async fn new() -> TempStore {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("t.db"), SqliteOptions::default())
             .await
             .unwrap();
-        TempStore { store, dir }
+        TempStore {
+            store: store.into(),
+            place: Place::Sqlite(dir),
+        }
     }
 
-    /// Closes and opens the same file again, as a restart would.
+    /// PostgreSQL, on the caller's clock; `None` when it is unreachable
+    /// outside CI (see [`PgTest::new`]).
+    pub(crate) async fn postgres() -> Option<TempStore> {
+        let t = PgTest::new().await?;
+        let store = t.store("durable").await;
+        Some(TempStore {
+            store: store.into(),
+            place: Place::Postgres(t),
+        })
+    }
+
+    /// Closes and opens the same store again, as a restart would.
     pub(crate) async fn reopen(self) -> TempStore {
         self.store.close().await.unwrap();
-        let path = self.dir.path().join("t.db");
         drop(self.store);
-        let store = SqliteStore::open(path, SqliteOptions::default())
-            .await
-            .unwrap();
+        let store = match &self.place {
+            Place::Sqlite(dir) => {
+                SqliteStore::open(dir.path().join("t.db"), SqliteOptions::default())
+                    .await
+                    .unwrap()
+                    .into()
+            }
+            Place::Postgres(t) => t.store("durable").await.into(),
+        };
         TempStore {
             store,
-            dir: self.dir,
+            place: self.place,
         }
     }
 }
