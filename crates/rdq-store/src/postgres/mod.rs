@@ -1110,20 +1110,17 @@ impl Store for PgStore {
             .await
             .map_err(pg_error)?;
         drop(client);
+        let done = outcome_rows(&rows)?;
         let mut report = RescueReport::default();
-        let mut queues = BTreeSet::new();
-        for r in rows {
-            let state: String = r.try_get(0).map_err(pg_error)?;
+        for (_, state, _) in &done {
             if state == "dead" {
                 report.dead += 1;
             } else {
                 report.requeued += 1;
-                queues.insert(r.try_get::<_, String>(1).map_err(pg_error)?);
             }
         }
-        for q in queues {
-            core.work(&q);
-        }
+        // Jobs dead on their last attempt are final: announced like outcomes.
+        core.announce(done);
         Ok(report)
     }
 
