@@ -111,7 +111,14 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("connect: {e}"))?;
-    let (probe, connection) = tokio_postgres::connect(&args.url, tokio_postgres::NoTls)
+    // Named after the node, as the store's sessions are: the test waits
+    // until a killed node has no session left before it takes the node's
+    // runs off the probe (a statement sent before the kill may still run).
+    let mut config: tokio_postgres::Config =
+        args.url.parse().map_err(|e| format!("database url: {e}"))?;
+    config.application_name(&args.node);
+    let (probe, connection) = config
+        .connect(tokio_postgres::NoTls)
         .await
         .map_err(|e| format!("probe connection: {e}"))?;
     tokio::spawn(connection);

@@ -212,6 +212,7 @@ impl<S: Store> Builder<S> {
             tracker,
             registry: self.registry,
             settings: Mutex::new(effective),
+            settings_io: tokio::sync::Mutex::new(()),
             declared: self.declared,
             max_attempts: self.max_attempts,
             retention: self.retention,

@@ -30,6 +30,7 @@ pub(super) async fn settings<S: Store>(queue: Weak<Inner<S>>) {
             if inner.is_stopped() {
                 return;
             }
+            let _io = inner.settings_io.lock().await;
             match inner.store.load_queue(&inner.name).await {
                 Ok(Some(rec)) => match serde_json::from_value::<QueueSettings>(rec.settings) {
                     Ok(stored) => inner.apply(stored),

@@ -55,6 +55,10 @@ struct Inner<S> {
     tracker: Arc<Tracker<S>>,
     registry: Registry,
     settings: Mutex<QueueSettings>,
+    /// Held across a read of the stored settings and what follows from it (a
+    /// change saved, or a reload applied): a reload that read the store
+    /// before a change was saved cannot apply the older settings after it.
+    settings_io: tokio::sync::Mutex<()>,
     declared: QueueSettings,
     max_attempts: u32,
     retention: Duration,
@@ -508,6 +512,7 @@ impl<S: Store> DurableQueue<S> {
         &self,
         f: impl FnOnce(&mut QueueSettings),
     ) -> Result<QueueSettings, DurableError> {
+        let _io = self.inner.settings_io.lock().await;
         // Start from what is stored: another node may have changed another
         // setting since this one last heard.
         if let Some(rec) = self.inner.store.load_queue(&self.inner.name).await? {

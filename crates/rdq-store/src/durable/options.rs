@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 use rdq::Rate;
 use serde::{Deserialize, Serialize};
 
+#[cfg(doc)]
+use super::{Builder, DurableQueue};
 use crate::error::StoreError;
 use crate::retry::Backoff;
 use crate::row::{JobId, JobRow, JobState, Timestamp};
@@ -205,8 +207,10 @@ pub struct AttemptEnd<'a> {
     /// The job as claimed (its `attempt` is this attempt).
     pub job: &'a JobRow,
     /// The verdict: `succeeded`, `failed` (will retry), `dead`, `cancelled`,
-    /// `snoozed` (comes back without spending an attempt), or `released`
-    /// (given back unfinished when the queue stopped).
+    /// `snoozed` (comes back without spending an attempt), `released`
+    /// (given back unfinished when the queue stopped), or `lost` (its lease
+    /// expired before this node could renew it: another node may run it,
+    /// and nothing was recorded).
     pub outcome: &'static str,
     /// From when the job could run to its launch.
     pub wait: Duration,

@@ -104,6 +104,23 @@ async fn step<S: Store>(inner: &Arc<Inner<S>>) -> Result<Option<Timestamp>, crat
             })
             .await?;
         let got = claimed.jobs.len();
+        // A job that ended meanwhile may have put the queue on hold (a
+        // throttled target): a claim sent before that must launch nothing.
+        let held = tracker.hold_until.load(Ordering::Acquire);
+        if held > tracker.clock.now().0 {
+            for row in claimed.jobs {
+                inner.store.complete(Completion {
+                    id: row.id,
+                    attempt: row.attempt,
+                    finish: Finish::Released {
+                        launched: false,
+                        error: None,
+                    },
+                    at: tracker.clock.now(),
+                });
+            }
+            return Ok(Some(Timestamp(held)));
+        }
         tracker.claimed.fetch_add(got as u64, Ordering::SeqCst);
         let deadline = sent
             + inner

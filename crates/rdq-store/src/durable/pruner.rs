@@ -28,11 +28,16 @@ pub(super) async fn prune_once<S: Store>(inner: &Inner<S>) -> Result<u64, crate:
     }
 }
 
-/// Prunes every [`PRUNE_EVERY`] (on the queue's clock).
+/// Prunes every [`PRUNE_EVERY`] (on the queue's clock). The next pass is
+/// due a period after this one *began*: a clock that moved during a pass (a
+/// test's manual clock jumping hours) makes the next one due at once, rather
+/// than a period after the jump.
 pub(super) async fn run<S: Store>(queue: Weak<Inner<S>>) {
     loop {
-        {
+        let (clock, next) = {
             let Some(inner) = queue.upgrade() else { return };
+            let clock = inner.tracker.clock.clone();
+            let next = clock.now().plus(PRUNE_EVERY);
             match prune_once(&inner).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(queue = %inner.name, pruned = n, "pruned finished jobs"),
@@ -40,10 +45,8 @@ pub(super) async fn run<S: Store>(queue: Weak<Inner<S>>) {
                     tracing::warn!(queue = %inner.name, error = %e, "pruning failed; will try again")
                 }
             }
-        }
-        let Some(clock) = queue.upgrade().map(|q| q.tracker.clock.clone()) else {
-            return;
+            (clock, next)
         };
-        clock.sleep_until(clock.now().plus(PRUNE_EVERY)).await;
+        clock.sleep_until(next).await;
     }
 }

@@ -65,6 +65,11 @@ pub(super) struct Batch {
 }
 
 impl Batch {
+    /// The sequence number of its first outcome: its name while in flight.
+    pub(super) fn lowest(&self) -> u64 {
+        self.lowest
+    }
+
     /// The outcomes, in the order they were enqueued.
     pub(super) fn outcomes(&self) -> impl Iterator<Item = &Completion> {
         self.items.iter().map(|(_, c)| c)
@@ -130,11 +135,17 @@ impl Outcomes {
     }
 
     /// Waits until the batches in flight now (taken by the completer or
-    /// another claim) are committed or failed: a claim that follows counts
-    /// the width their outcomes freed.
-    pub(super) async fn settle_in_flight(&self) {
+    /// another claim), but `except` (the caller's own), are committed or
+    /// failed: a claim that follows counts the width their outcomes freed.
+    pub(super) async fn settle_in_flight(&self, except: Option<u64>) {
         let mut changes = self.changed.subscribe();
-        let flying: Vec<u64> = self.lock().in_flight.keys().copied().collect();
+        let flying: Vec<u64> = self
+            .lock()
+            .in_flight
+            .keys()
+            .copied()
+            .filter(|k| Some(*k) != except)
+            .collect();
         if flying.is_empty() {
             return;
         }

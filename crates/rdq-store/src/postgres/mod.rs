@@ -930,25 +930,41 @@ impl Store for PgStore {
         if params.max == 0 {
             return Ok(Claimed::default());
         }
-        let client = core.bookkeeping_client().await?;
-        let claim = client
-            .prepare_cached(queries::CLAIM)
-            .await
-            .map_err(pg_error)?;
-        let complete = client
-            .prepare_cached(queries::COMPLETE)
-            .await
-            .map_err(pg_error)?;
+        // The outcomes enqueued so far are committed first, so that their
+        // jobs no longer count against the width: the buffered ones go in
+        // this claim's transaction, ahead of it; those another writer is
+        // writing now are waited for (holding no connection meanwhile: the
+        // writer may need one).
+        let batch = core.outcomes.take();
+        core.outcomes
+            .settle_in_flight(batch.as_ref().map(Batch::lowest))
+            .await;
+        let prepared = async {
+            let client = core.bookkeeping_client().await?;
+            let claim = client
+                .prepare_cached(queries::CLAIM)
+                .await
+                .map_err(pg_error)?;
+            let complete = client
+                .prepare_cached(queries::COMPLETE)
+                .await
+                .map_err(pg_error)?;
+            Ok::<_, StoreError>((client, claim, complete))
+        };
+        let (client, claim, complete) = match prepared.await {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(batch) = batch {
+                    core.outcomes.failed(batch, completer::copy(&e));
+                    core.outcomes.wake.notify_one();
+                }
+                return Err(e);
+            }
+        };
         let now = self.now(params.now);
         let max = sql_i32(params.max);
         let lease = micros(params.lease);
         let async_commit = core.async_commit();
-        // The outcomes enqueued so far are committed first: those being
-        // written now are waited for, the buffered ones go in this claim's
-        // transaction, ahead of it. Their jobs must not count against the
-        // width.
-        core.outcomes.settle_in_flight().await;
-        let batch = core.outcomes.take();
         let arrays = batch
             .as_ref()
             .map(|b| OutcomeArrays::of(b, core.options.clock));
@@ -1094,20 +1110,17 @@ impl Store for PgStore {
             .await
             .map_err(pg_error)?;
         drop(client);
+        let done = outcome_rows(&rows)?;
         let mut report = RescueReport::default();
-        let mut queues = BTreeSet::new();
-        for r in rows {
-            let state: String = r.try_get(0).map_err(pg_error)?;
+        for (_, state, _) in &done {
             if state == "dead" {
                 report.dead += 1;
             } else {
                 report.requeued += 1;
-                queues.insert(r.try_get::<_, String>(1).map_err(pg_error)?);
             }
         }
-        for q in queues {
-            core.work(&q);
-        }
+        // Jobs dead on their last attempt are final: announced like outcomes.
+        core.announce(done);
         Ok(report)
     }
 

@@ -168,7 +168,7 @@ pub(super) const HEARTBEAT: &str = "\
     RETURNING id, cancel_requested";
 
 /// Rescue: $1 expired before (NULL: now), $2 now, $3 queue (NULL: all), $4
-/// limit (NULL: none). Returns each rescued job's new state and queue.
+/// limit (NULL: none). Returns each rescued job's id, new state and queue.
 pub(super) const RESCUE: &str = "\
     WITH t AS (SELECT coalesce($2::bigint, rdq_now()) AS now), \
     victims AS ( \
@@ -187,7 +187,7 @@ pub(super) const RESCUE: &str = "\
                     THEN greatest(t.now, coalesce(j.launched_at, j.queued_at)) ELSE j.finished_at END, \
       node = NULL, lease_until = NULL, cancel_requested = false \
     FROM victims, t WHERE j.id = victims.id AND j.state = 'underway' \
-    RETURNING j.state, j.queue";
+    RETURNING j.id, j.state, j.queue";
 
 /// A hold: $1 queue, $2 until, $3 now.
 pub(super) const HOLD: &str = "\

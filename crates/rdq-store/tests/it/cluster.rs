@@ -110,8 +110,26 @@ impl Node {
     }
 }
 
-/// The runs a killed node had going died with it: takes them off the probe.
+/// The runs a killed node had going died with it: takes them off the probe,
+/// once the server has ended every session of the node (a statement the
+/// node sent just before it died may still run until then).
 async fn forget_runs_of(db: &tokio_postgres::Client, schema: &str, node: &str) {
+    until(
+        "the killed node's sessions end",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                    &[&node],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get(0);
+            n == 0
+        },
+    )
+    .await;
     db.batch_execute("BEGIN").await.expect("begin");
     let row = db
         .query_opt(

@@ -775,6 +775,52 @@ async fn durable_queues_on_two_nodes_share_the_width() {
     }
 }
 
+/// Many claimers at once on one node, each writing outcomes ahead of its
+/// claims, beside the completer: no claim waits on a connection another
+/// holds, and every job ends once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claimers_and_the_completer_do_not_stall() {
+    let Some(t) = PgTest::new().await else { return };
+    let a = t.store("a").await;
+    save(&a, "q", serde_json::json!({"width": 16})).await;
+    put(&a, (0..400).map(|_| job("q")).collect(), at(0)).await;
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move {
+                let mut idle = 0;
+                while idle < 3 {
+                    let c = a.claim(claim("q", 4, "a", at(1))).await.expect("claim");
+                    if c.jobs.is_empty() {
+                        idle += 1;
+                        a.flush().await.expect("flush");
+                        continue;
+                    }
+                    idle = 0;
+                    for j in c.jobs {
+                        a.complete(Completion {
+                            id: j.id,
+                            attempt: j.attempt,
+                            finish: Finish::Succeeded { result: None },
+                            at: at(2),
+                        });
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for w in workers {
+            w.await.expect("worker");
+        }
+    })
+    .await
+    .expect("the claimers finish");
+    a.flush().await.expect("flush");
+    let counts = a.counts("q").await.expect("counts");
+    assert_eq!(counts.get(&JobState::Succeeded), Some(&400), "{counts:?}");
+}
+
 mod suite {
     use super::*;
 
