@@ -21,10 +21,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
         .map(drop)
         .map_err(|e| {
             // The parser's message may quote the text it choked on.
-            let why = match password(url) {
-                Some(pw) if !pw.is_empty() => e.to_string().replace(&pw, "***"),
-                _ => e.to_string(),
-            };
+            let why = rdq_store::postgres::hide_password(url, &e.to_string());
             format!(
                 "malformed database URL {shown:?} ({why}); write e.g. \
                  \"postgres://user:password@127.0.0.1:5432/rdq\""
@@ -32,44 +29,13 @@ pub fn check_url(url: &str) -> Result<(), String> {
         })
 }
 
-/// `url` with its password (in the user part, or a `password=` parameter)
-/// replaced by `***`: the only form of a URL that logs and errors show.
-pub fn redact(url: &str) -> String {
-    match password(url) {
-        Some(pw) if !pw.is_empty() => url.replace(&pw, "***"),
-        _ => url.to_owned(),
-    }
-}
-
-/// The password `url` spells out, if any.
-fn password(url: &str) -> Option<String> {
-    if let Some(start) = url.find("://") {
-        let rest = &url[start + 3..];
-        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-        if let Some(at) = authority.rfind('@') {
-            if let Some(colon) = authority[..at].find(':') {
-                return Some(authority[colon + 1..at].to_owned());
-            }
-        }
-    }
-    let lower = url.to_ascii_lowercase();
-    let at = lower.find("password=")? + "password=".len();
-    let value = &url[at..];
-    let end = value.find(['&', ' ']).unwrap_or(value.len());
-    Some(value[..end].trim_matches('\'').to_owned())
-}
+pub use rdq_store::postgres::redact_url as redact;
 
 /// Whether `schema` can name rdq's PostgreSQL schema: lower-case letters,
 /// digits and `_`, not starting with a digit, at most 50 characters (it is
 /// written into statements unquoted).
 pub fn check_schema(schema: &str) -> Result<(), String> {
-    let ok = !schema.is_empty()
-        && schema.len() <= 50
-        && !schema.starts_with(|c: char| c.is_ascii_digit())
-        && schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
+    if rdq_store::postgres::valid_schema_name(schema) {
         Ok(())
     } else {
         Err(format!(

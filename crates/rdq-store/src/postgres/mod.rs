@@ -261,15 +261,20 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// The URL with its password replaced by `***` (URL and key=value forms).
-fn redact(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(password) = password_of(url) {
-        if !password.is_empty() {
-            out = out.replace(&password, "***");
-        }
+/// The URL with its password (in the user part, or a `password=`
+/// parameter) replaced by `***`: the only form of a database URL that logs
+/// and errors should show.
+pub fn redact_url(url: &str) -> String {
+    hide_password(url, url)
+}
+
+/// `text` (an error message about `url`) with the password `url` spells
+/// out replaced by `***`.
+pub fn hide_password(url: &str, text: &str) -> String {
+    match password_of(url) {
+        Some(pw) if !pw.is_empty() => text.replace(&pw, "***"),
+        _ => text.to_owned(),
     }
-    out
 }
 
 /// The password a connection string spells out, if it has one.
@@ -319,7 +324,10 @@ fn pool_error(e: PoolError, wait: Duration) -> StoreError {
     }
 }
 
-fn valid_schema(name: &str) -> bool {
+/// Whether `name` can name rdq's schema: lower-case letters, digits and
+/// `_`, not starting with a digit, at most 50 characters (it is written
+/// into statements unquoted).
+pub fn valid_schema_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 50
         && !name.starts_with(|c: char| c.is_ascii_digit())
@@ -358,9 +366,9 @@ impl PgStore {
 
     async fn connect_inner(url: &str, options: PgOptions) -> Result<PgStore> {
         let mut config = Config::from_str(url).map_err(|e| {
-            StoreError::Invalid(format!("malformed database URL {}: {e}", redact(url)))
+            StoreError::Invalid(format!("malformed database URL {}: {e}", redact_url(url)))
         })?;
-        if !valid_schema(&options.schema) {
+        if !valid_schema_name(&options.schema) {
             return Err(StoreError::Invalid(format!(
                 "schema {:?}: use lower-case letters, digits and _, not starting with a digit, at most 50 characters",
                 options.schema
@@ -1496,7 +1504,7 @@ mod tests {
         ] {
             assert_eq!(password_of(url).as_deref(), password, "{url}");
             if let Some(pw) = password {
-                let shown = redact(url);
+                let shown = redact_url(url);
                 assert!(!shown.contains(pw) && shown.contains("***"), "{shown}");
             }
         }
@@ -1513,7 +1521,7 @@ mod tests {
     #[test]
     fn schema_names_are_plain_identifiers() {
         for good in ["rdq", "rdq_t_0123abcd", "_x"] {
-            assert!(valid_schema(good), "{good}");
+            assert!(valid_schema_name(good), "{good}");
         }
         for bad in [
             "",
@@ -1524,7 +1532,7 @@ mod tests {
             "a\"b",
             &"x".repeat(51),
         ] {
-            assert!(!valid_schema(bad), "{bad}");
+            assert!(!valid_schema_name(bad), "{bad}");
         }
     }
 }
