@@ -337,12 +337,13 @@ fn reachable(rt: &tokio::runtime::Runtime, url: &str) -> Result<(), String> {
 // ---------------------------------------------------------------- B5 ----
 
 /// One rdq round of B5: put `n` in one batch, then from building the queue
-/// until the last outcome is durable. Returns (put, run).
+/// until the last outcome is durable. Returns (put, run, jobs per claim
+/// round).
 async fn b5_round(
     url: &str,
     n: usize,
     synchronous_outcomes: bool,
-) -> Result<(Duration, Duration), String> {
+) -> Result<(Duration, Duration, f64), String> {
     let schema = Schema::new(url);
     let store = open(url, &schema.name, "b5", synchronous_outcomes).await?;
     let put = put_batch(&store, n).await?;
@@ -360,8 +361,10 @@ async fn b5_round(
             "B5 rdq (synchronous outcomes: {synchronous_outcomes}): put {put:?}; built {built:?} finished {finished:?} synced {run:?}"
         );
     }
+    let stats = q.producer_stats();
+    let per_round = stats.claimed as f64 / stats.rounds.max(1) as f64;
     wind_down(&q, &store, n).await?;
-    Ok((put, run))
+    Ok((put, run, per_round))
 }
 
 /// One baseline round of B5: the same `n` put, the queue's settings saved
@@ -596,8 +599,10 @@ pub(crate) fn b5(quick: bool) -> Result<Report, String> {
     reachable(&rt, &url)?;
     let (mut rdq, mut bare, mut ratios, mut puts) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut per_claim = Vec::new();
     for _ in 0..rounds {
-        let (put, run) = rt.block_on(b5_round(&url, n, false))?;
+        let (put, run, per_round) = rt.block_on(b5_round(&url, n, false))?;
+        per_claim.push(per_round);
         let a = rate(n, run);
         let b = rate(n, rt.block_on(b5_bare_round(&url, n))?);
         rdq.push(a);
@@ -625,7 +630,11 @@ pub(crate) fn b5(quick: bool) -> Result<Report, String> {
     let put_rate = median_with_range(&mut puts, "range_put_jobs_per_s", &mut detail);
     detail.insert("put_jobs_per_s".into(), put_rate.round().into());
 
-    let (_, run) = rt.block_on(b5_round(&url, n, true))?;
+    detail.insert(
+        "jobs_per_claim_round".into(),
+        round3(median(&mut per_claim)).into(),
+    );
+    let (_, run, _) = rt.block_on(b5_round(&url, n, true))?;
     detail.insert(
         "all_synchronous_jobs_per_s".into(),
         rate(n, run).round().into(),
