@@ -28,7 +28,7 @@ const WIDTH: usize = 16;
 /// Width of W2.
 const W2_WIDTH: usize = 100;
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,7 +56,7 @@ fn disk_detail(detail: &mut serde_json::Map<String, serde_json::Value>, dir: &Be
 }
 
 /// Waits until `n` jobs have reached a final state in committed outcomes.
-async fn await_finished(events: &mut broadcast::Receiver<JobId>, n: usize) {
+pub(crate) async fn await_finished(events: &mut broadcast::Receiver<JobId>, n: usize) {
     let mut seen = 0;
     while seen < n {
         match events.recv().await {
@@ -70,13 +70,24 @@ async fn await_finished(events: &mut broadcast::Receiver<JobId>, n: usize) {
 /// The job of B4 and W1-process (`sleep: false`) and of W2 (`sleep: true`):
 /// records how long each run took.
 #[derive(Clone, Default)]
-struct Work {
+pub(crate) struct Work {
     nanos: Arc<AtomicU64>,
     runs: Arc<AtomicUsize>,
 }
 
 impl Work {
-    fn mean(&self) -> Duration {
+    /// The job: sleeps 1 ms if `sleep`, and records how long it took.
+    pub(crate) async fn run(&self, sleep: bool) {
+        let start = tokio::time::Instant::now();
+        if sleep {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.runs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn mean(&self) -> Duration {
         let runs = self.runs.load(Ordering::Relaxed).max(1) as u64;
         Duration::from_nanos(self.nanos.load(Ordering::Relaxed) / runs)
     }
@@ -96,13 +107,7 @@ async fn queue(
         .handler("job", move |_: u64, _: JobContext| {
             let work = work.clone();
             async move {
-                let start = tokio::time::Instant::now();
-                if sleep {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                work.nanos
-                    .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                work.runs.fetch_add(1, Ordering::Relaxed);
+                work.run(sleep).await;
                 Ok::<_, HandlerError>(())
             }
         })
@@ -111,7 +116,7 @@ async fn queue(
         .expect("queue")
 }
 
-fn specs(range: std::ops::Range<u64>) -> Vec<JobSpec> {
+pub(crate) fn specs(range: std::ops::Range<u64>) -> Vec<JobSpec> {
     range
         .map(|i| JobSpec::new("job", &i, PutOptions::default()).expect("spec"))
         .collect()
@@ -143,7 +148,7 @@ async fn wind_down(q: &DurableQueue<SqliteStore>, store: &SqliteStore, n: usize)
     store.close().await.expect("close");
 }
 
-fn phases() -> bool {
+pub(crate) fn phases() -> bool {
     std::env::var_os("RDQ_BENCH_PHASES").is_some()
 }
 
@@ -198,7 +203,7 @@ async fn single_puts(dir: &BenchDir, putters: usize, per: usize) -> (Vec<Duratio
     (all, wall)
 }
 
-fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     (sorted[i].as_secs_f64() * 1e6).round() / 1e3
 }

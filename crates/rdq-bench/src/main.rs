@@ -14,6 +14,7 @@ mod b6;
 mod b8;
 mod disk;
 mod durable;
+mod pg;
 mod report;
 
 use std::process::ExitCode;
@@ -24,7 +25,7 @@ use report::Report;
 static ALLOC: alloc::Counting = alloc::Counting;
 
 /// Every scenario, in the order a full run takes them.
-const ALL: [&str; 10] = [
+const ALL: [&str; 15] = [
     "B1",
     "B2",
     "B3",
@@ -33,6 +34,11 @@ const ALL: [&str; 10] = [
     "W1-bulk",
     "W1-process",
     "W2",
+    "B5",
+    "W1-pg-single",
+    "W1-pg-bulk",
+    "W1-pg-process",
+    "W2-pg",
     "B6",
     "B8",
 ];
@@ -47,6 +53,11 @@ fn run(id: &str, quick: bool) -> Result<Report, String> {
         "W1-bulk" => durable::w1_bulk(quick),
         "W1-process" => durable::w1_process(quick),
         "W2" => durable::w2(quick),
+        "B5" => pg::b5(quick),
+        "W1-pg-single" => pg::w1_single(quick),
+        "W1-pg-bulk" => pg::w1_bulk(quick),
+        "W1-pg-process" => pg::w1_process(quick),
+        "W2-pg" => pg::w2(quick),
         "B6" => Ok(b6::run(quick)),
         "B8" => b8::run(quick),
         other => Err(format!("no scenario {other}")),
@@ -73,6 +84,17 @@ fn main() -> ExitCode {
             };
             b3::child_main(n);
             return ExitCode::SUCCESS;
+        }
+    }
+    if let [flag, url, schema, node] = args.as_slice() {
+        if flag == "--b5-node" {
+            return match pg::node_main(url, schema, node) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rdq-bench --b5-node {node}: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
     }
     let mut quick = false;
