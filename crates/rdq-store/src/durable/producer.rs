@@ -87,7 +87,7 @@ async fn step<S: Store>(inner: &Arc<Inner<S>>) -> Result<Option<Timestamp>, crat
         // Known here already: no claims until the hold ends.
         return Ok(Some(Timestamp(held.min(due.max(now.0)))));
     }
-    let free = inner.free_width();
+    let free = gather(inner).await;
     if free > 0 {
         let sent = tokio::time::Instant::now();
         let claimed = inner
@@ -139,6 +139,38 @@ async fn step<S: Store>(inner: &Arc<Inner<S>>) -> Result<Option<Timestamp>, crat
         }
     }
     Ok(Some(Timestamp(due)))
+}
+
+/// Yields in a row without a job finishing after which [`gather`] stops.
+const GATHER_IDLE_YIELDS: u32 = 3;
+
+/// The free width to claim for, once gathered.
+///
+/// A claim costs a round trip to the store whatever its size, and the
+/// producer sends one at a time. Woken by the first of several jobs that
+/// are finishing together (short jobs handed over by one claim), a
+/// producer that claimed at once split the width: its claims alternated
+/// between the one slot and the rest (on PostgreSQL, B5 measured 8 jobs per
+/// claim at width 16, and two thirds of the throughput of full claims).
+/// So while jobs are running, the producer yields to them and claims once
+/// [`GATHER_IDLE_YIELDS`] yields in a row freed nothing more (or the whole
+/// width is free). No timer: jobs that are not about to finish cost a few
+/// yields, microseconds, never an idle slot.
+async fn gather<S: Store>(inner: &Arc<Inner<S>>) -> usize {
+    let width = inner.memory.width();
+    let mut free = inner.free_width();
+    let mut idle = 0;
+    while free > 0 && free < width && idle < GATHER_IDLE_YIELDS {
+        tokio::task::yield_now().await;
+        let now_free = inner.free_width();
+        if now_free > free {
+            free = now_free;
+            idle = 0;
+        } else {
+            idle += 1;
+        }
+    }
+    free
 }
 
 /// Puts a claimed job into the in-memory queue, unless it was cancelled (or

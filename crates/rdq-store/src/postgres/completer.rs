@@ -28,6 +28,9 @@ pub(super) struct Outcomes {
     changed: watch::Sender<u64>,
     /// Wakes the completer task.
     pub(super) wake: Notify,
+    /// Tells the completer that someone waits ([`flush`](Outcomes::flush)):
+    /// write now, without lingering.
+    pub(super) hurry: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +85,7 @@ impl Outcomes {
             state: Mutex::new(State::default()),
             changed: watch::Sender::new(0),
             wake: Notify::new(),
+            hurry: Notify::new(),
         }
     }
 
@@ -175,6 +179,7 @@ impl Outcomes {
             (st.next, st.failures)
         };
         self.wake.notify_one();
+        self.hurry.notify_one();
         loop {
             {
                 let st = self.lock();

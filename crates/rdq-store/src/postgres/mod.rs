@@ -699,15 +699,33 @@ fn drop_if_broken(client: deadpool_postgres::Object) {
     drop(deadpool_postgres::Object::take(client));
 }
 
+/// How long the completer lets outcomes wait for a claim to carry them.
+///
+/// A node's claims write the outcomes buffered before them in their own
+/// transaction (their jobs must not count against the width). A completer
+/// that wrote each outcome as it came would race those claims with a
+/// transaction of its own per few outcomes: claims then waited for its
+/// batch, or counted jobs it was still recording, and came back short
+/// (B5 measured claims of 8 at width 16). So it writes what claims left
+/// behind after this long, or at once when someone flushes.
+const COMPLETER_LINGER: Duration = Duration::from_millis(5);
+
 /// The completer task: writes buffered outcomes, batch after batch, until
 /// shutdown (when it writes what is left once more).
 async fn run_completer(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let stopping = tokio::select! {
+        let mut stopping = tokio::select! {
             _ = core.outcomes.wake.notified() => false,
             _ = shutdown.changed() => true,
         };
+        if !stopping {
+            tokio::select! {
+                _ = tokio::time::sleep(COMPLETER_LINGER) => {}
+                _ = core.outcomes.hurry.notified() => {}
+                _ = shutdown.changed() => stopping = true,
+            }
+        }
         while let Some(batch) = core.outcomes.take() {
             match write_outcomes(&core, &batch).await {
                 Ok(done) => {
