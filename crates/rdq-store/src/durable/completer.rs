@@ -90,9 +90,12 @@ impl<S: Store> Tracker<S> {
 
     pub(super) fn finished(&self, job: &rdq::Job<Claimed, Option<String>, HandlerError>) {
         let row = &job.arg;
+        // The job stays in `held` until its outcome is on its way to the
+        // store: the producer counts free width by `held`, and a claim sent
+        // after the outcome must not find the job still underway there (the
+        // in-memory queue frees the slot before it calls this hook).
         let lost = {
             let mut claims = self.claims();
-            claims.held.remove(&row.id);
             claims.doomed.remove(&row.id);
             claims.lost.remove(&row.id)
         };
@@ -108,6 +111,7 @@ impl<S: Store> Tracker<S> {
                     run: job.run_time(),
                 });
             }
+            self.claims().held.remove(&row.id);
             self.wake.notify_one();
             return;
         }
@@ -206,6 +210,7 @@ impl<S: Store> Tracker<S> {
             finish,
             at: now,
         });
+        self.claims().held.remove(&row.id);
         self.wake.notify_one();
     }
 }

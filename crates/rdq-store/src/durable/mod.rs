@@ -633,7 +633,10 @@ impl<S: Store> Inner<S> {
         self.stopped.load(Ordering::Acquire)
     }
 
-    /// How many more jobs this node's in-memory queue can take.
+    /// How many more jobs this node can take: its width less the jobs it
+    /// claimed whose outcome is not yet on its way to the store (see
+    /// [`Tracker::finished`]; the in-memory queue's own count drops earlier,
+    /// when a job ends, and a claim then would find it still underway).
     fn free_width(&self) -> usize {
         if self
             .settings
@@ -644,7 +647,8 @@ impl<S: Store> Inner<S> {
             return 0;
         }
         let (underway, pending) = self.memory.size();
-        self.memory.width().saturating_sub(underway + pending)
+        let held = self.tracker.claims().held.len();
+        self.memory.width().saturating_sub(held.max(underway + pending))
     }
 
     /// Cancels a job this node holds in memory; a job claimed but not yet
