@@ -648,7 +648,9 @@ impl<S: Store> Inner<S> {
         }
         let (underway, pending) = self.memory.size();
         let held = self.tracker.claims().held.len();
-        self.memory.width().saturating_sub(held.max(underway + pending))
+        self.memory
+            .width()
+            .saturating_sub(held.max(underway + pending))
     }
 
     /// Cancels a job this node holds in memory; a job claimed but not yet
