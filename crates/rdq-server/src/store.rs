@@ -1,6 +1,6 @@
 //! The server's store: one SQLite file (the default) or a PostgreSQL schema
 //! that several `rdq serve` processes share, as one type,
-//! [`AnyStore`](rdq_store::AnyStore); a queue is a
+//! [`AnyStore`]; a queue is a
 //! [`DurableQueue<AnyStore>`](rdq_store::DurableQueue) whichever backend
 //! runs below it. [`open`](crate::open) chooses it from the configuration.
 

@@ -192,6 +192,7 @@ impl<S: Store> Builder<S> {
             on_attempt_end: self.on_attempt_end.clone(),
             rounds: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
+            claim_nanos: AtomicU64::new(0),
             idle_after: watch::Sender::new(0),
         });
         let registry = self.registry.clone();

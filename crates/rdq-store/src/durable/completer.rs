@@ -66,6 +66,8 @@ pub(super) struct Tracker<S> {
     pub(super) rounds: AtomicU64,
     /// Jobs the producer claimed.
     pub(super) claimed: AtomicU64,
+    /// Recent claims' round trips, a moving mean, in nanoseconds.
+    pub(super) claim_nanos: AtomicU64,
     /// The number of the round after which the producer last went idle
     /// (waiting for a wake-up, a due time or a token); `u64::MAX` once it
     /// has ended. What [`DurableQueue::settled`](super::DurableQueue::settled) waits on.
@@ -73,6 +75,23 @@ pub(super) struct Tracker<S> {
 }
 
 impl<S: Store> Tracker<S> {
+    /// Records how long a claim took (a moving mean over about 8).
+    pub(super) fn note_claim_time(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let mean = self.claim_nanos.load(Ordering::Relaxed);
+        let next = if mean == 0 {
+            took
+        } else {
+            mean - mean / 8 + took / 8
+        };
+        self.claim_nanos.store(next, Ordering::Relaxed);
+    }
+
+    /// The mean round trip of recent claims.
+    pub(super) fn claim_time(&self) -> Duration {
+        Duration::from_nanos(self.claim_nanos.load(Ordering::Relaxed))
+    }
+
     pub(super) fn claims(&self) -> MutexGuard<'_, ClaimTable> {
         self.claims.lock().unwrap_or_else(|e| e.into_inner())
     }
