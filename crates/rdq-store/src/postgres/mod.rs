@@ -481,6 +481,18 @@ impl PgStore {
         Ok(())
     }
 
+    /// One time of a queue (`sql` takes the queue as `$1` and returns one
+    /// nullable bigint): its next due job, its oldest pending one.
+    async fn queue_time(&self, sql: &str, queue: &str) -> Result<Option<Timestamp>> {
+        let client = self.core().api_client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
+        let row = client.query_one(&stmt, &[&queue]).await.map_err(pg_error)?;
+        Ok(row
+            .try_get::<_, Option<i64>>(0)
+            .map_err(pg_error)?
+            .map(Timestamp))
+    }
+
     fn core(&self) -> &Core {
         &self.handle.core
     }
@@ -1185,16 +1197,7 @@ impl Store for PgStore {
     }
 
     async fn next_due(&self, queue: &str) -> Result<Option<Timestamp>> {
-        let client = self.core().api_client().await?;
-        let stmt = client
-            .prepare_cached(queries::NEXT_DUE)
-            .await
-            .map_err(pg_error)?;
-        let row = client.query_one(&stmt, &[&queue]).await.map_err(pg_error)?;
-        Ok(row
-            .try_get::<_, Option<i64>>(0)
-            .map_err(pg_error)?
-            .map(Timestamp))
+        self.queue_time(queries::NEXT_DUE, queue).await
     }
 
     async fn cancel(&self, id: JobId, now: Timestamp) -> Result<CancelResult> {
@@ -1321,16 +1324,7 @@ impl Store for PgStore {
     }
 
     async fn oldest_pending(&self, queue: &str) -> Result<Option<Timestamp>> {
-        let client = self.core().api_client().await?;
-        let stmt = client
-            .prepare_cached(queries::OLDEST_PENDING)
-            .await
-            .map_err(pg_error)?;
-        let row = client.query_one(&stmt, &[&queue]).await.map_err(pg_error)?;
-        Ok(row
-            .try_get::<_, Option<i64>>(0)
-            .map_err(pg_error)?
-            .map(Timestamp))
+        self.queue_time(queries::OLDEST_PENDING, queue).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRow>> {
