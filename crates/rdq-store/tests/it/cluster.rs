@@ -374,28 +374,38 @@ async fn a_stopped_nodes_jobs_are_rescued_within_two_leases() {
     }
     a.signal(libc::SIGCONT);
     // Node a can take new work only once it has dropped the 4 jobs that
-    // filled its width: wait for a new job to run there.
+    // filled its width: wait for a new job to start there. (Enough work that
+    // node b cannot finish it all first: 600 jobs of 50 ms at width 4 is
+    // 7.5 s, and node a gives its jobs up within a lease of waking.)
     let now = rdq_store::Timestamp::from(std::time::SystemTime::now());
-    let fresh: Vec<JobId> = store
+    store
         .insert_many(
-            (0..16)
-                .map(|_| work(None, serde_json::json!({"ms": 100})))
+            (0..600)
+                .map(|_| work(None, serde_json::json!({"ms": 50})))
                 .collect(),
             now,
         )
         .await
-        .expect("put")
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
-    until("node a runs new jobs", Duration::from_secs(30), || async {
-        let mut on_a = false;
-        for id in &fresh {
-            let row = store.get(*id).await.expect("get").expect("row");
-            on_a |= row.result.as_deref() == Some("\"a\"");
-        }
-        on_a
-    })
+        .expect("put");
+    let old: Vec<i64> = held.iter().map(|id| id.0).collect();
+    let s = &t.schema;
+    until(
+        "node a starts new jobs",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 = db
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM {s}.runs WHERE node = 'a' AND job_id <> ALL($1)"
+                    ),
+                    &[&old],
+                )
+                .await
+                .expect("runs")
+                .get(0);
+            n > 0
+        },
+    )
     .await;
     let after = futures_rows(&store, &held).await;
     assert_eq!(
