@@ -45,6 +45,7 @@
 //! # }
 //! ```
 
+pub mod hub;
 mod limit;
 #[allow(dead_code)] // Some re-exports are used only under `--cfg rdq_loom`.
 mod loom;
@@ -53,6 +54,10 @@ mod pool;
 mod priority_queue;
 mod queue;
 
+pub use hub::{
+    Backlog, BacklogConfig, BacklogSnapshot, ConsumerSnapshot, Delivery, Hub, HubError, Overflow,
+    PublishError, Published, Status,
+};
 pub use limit::rate::{Rate, RateError, RateLimiter};
 pub use map::AsyncMap;
 pub use pool::{TaskPool, Tracked};

@@ -184,7 +184,9 @@ impl<S: Store> Tracker<S> {
                 }
             }
             Outcome::Cancelled => Finish::Cancelled,
-            Outcome::NotRun => {
+            // The durable queue never bounds its dispatch queue, so nothing
+            // is dropped; were it, the job would go back to pending.
+            Outcome::NotRun | Outcome::Dropped => {
                 self.released.fetch_add(1, Ordering::Relaxed);
                 Finish::Released {
                     launched: false,

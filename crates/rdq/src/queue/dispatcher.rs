@@ -79,6 +79,8 @@ pub(crate) struct Config {
     pub(crate) rate: Option<Rate>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_pending: Option<usize>,
+    /// When full, drop the oldest pending job instead of refusing the put.
+    pub(crate) drop_oldest: bool,
     pub(crate) paused: bool,
     /// Watch jobs with the stall watchdog (feature `watchdog`).
     pub(crate) watch: bool,
@@ -189,6 +191,7 @@ pub(crate) struct State<A, R, E> {
     ids: Ids,
     next_seq: u64,
     max_pending: Option<usize>,
+    drop_oldest: bool,
     rate: Option<RateLimiter>,
     /// When the armed pacer task will call `fill`, if one is armed.
     pacer_at: Option<Instant>,
@@ -340,6 +343,7 @@ where
                 ids: Ids::default(),
                 next_seq: 0,
                 max_pending: config.max_pending,
+                drop_oldest: config.drop_oldest,
                 rate: config.rate.map(RateLimiter::new),
                 pacer_at: None,
                 timeout: config.timeout,
@@ -467,6 +471,25 @@ where
             // refuse"). Before this put at most `max` were pending, so one
             // more than `max` means nothing launched and this job still waits.
             if let Some(max) = st.max_pending {
+                if st.pending.len() > max && st.drop_oldest {
+                    let oldest = st.pending.oldest().map(|(id, _)| id);
+                    let oldest = oldest.expect("a queue over its bound holds a pending job");
+                    let (priority, waiting) = st
+                        .pending
+                        .remove(oldest)
+                        .expect("the oldest pending job is pending");
+                    st.job_extras.remove(&oldest);
+                    drop(st);
+                    self.start(out);
+                    self.resolve_unlaunched(
+                        JobId::new(oldest),
+                        priority,
+                        waiting,
+                        tick,
+                        Outcome::Dropped,
+                    );
+                    return Ok((JobId::new(id), slot));
+                }
                 if st.pending.len() > max {
                     let (_, waiting) = st
                         .pending
@@ -659,6 +682,14 @@ where
         st.paused = false;
         self.refill(st);
         Ok(())
+    }
+
+    /// When the job put longest ago that is still pending was put.
+    pub(crate) fn oldest_pending(&self) -> Option<Stamp> {
+        let st = self.lock();
+        let queued = st.pending.oldest().map(|(_, w)| w.queued);
+        drop(st);
+        queued.map(|tick| self.stamp(tick))
     }
 
     pub(crate) fn pending(&self) -> Vec<JobInfo<A>> {
@@ -966,6 +997,7 @@ mod tests {
             rate,
             timeout: None,
             max_pending: Some(3),
+            drop_oldest: false,
             paused: false,
             watch: false,
         };

@@ -76,6 +76,10 @@ pub enum Outcome<R, E> {
     Panicked(String),
     /// The queue was stopped before the job launched.
     NotRun,
+    /// The job never launched: the queue was full and dropped it, the
+    /// oldest pending job, to take a newer one (see
+    /// [`Builder::drop_oldest`](crate::Builder::drop_oldest)).
+    Dropped,
 }
 
 impl<R, E> Outcome<R, E> {
@@ -85,7 +89,7 @@ impl<R, E> Outcome<R, E> {
     }
 
     /// A short lowercase name: `ok`, `failed`, `cancelled`, `timed_out`,
-    /// `panicked` or `not_run` (used in logs and metric labels).
+    /// `panicked`, `not_run` or `dropped` (used in logs and metric labels).
     pub fn name(&self) -> &'static str {
         match self {
             Outcome::Ok(_) => "ok",
@@ -94,6 +98,7 @@ impl<R, E> Outcome<R, E> {
             Outcome::TimedOut => "timed_out",
             Outcome::Panicked(_) => "panicked",
             Outcome::NotRun => "not_run",
+            Outcome::Dropped => "dropped",
         }
     }
 
@@ -254,6 +259,7 @@ mod tests {
             Outcome::TimedOut,
             Outcome::Panicked("x".into()),
             Outcome::NotRun,
+            Outcome::Dropped,
         ]
         .iter()
         .map(Outcome::name)
@@ -266,7 +272,8 @@ mod tests {
                 "cancelled",
                 "timed_out",
                 "panicked",
-                "not_run"
+                "not_run",
+                "dropped"
             ]
         );
     }

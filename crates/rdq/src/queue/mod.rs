@@ -18,7 +18,7 @@ use std::time::Duration;
 use dispatcher::{Config, Core, FinishHook, Spawner};
 pub use error::{CancelError, JobError, PutError, StoppedError};
 pub use handle::JobHandle;
-use job::{Job, JobId, JobInfo, JobOptions, Priority};
+use job::{Job, JobId, JobInfo, JobOptions, Priority, Stamp};
 
 use crate::limit::rate::Rate;
 
@@ -348,6 +348,18 @@ where
         self
     }
 
+    /// With [`max_pending`](Builder::max_pending): when a put finds the
+    /// queue full, drop the oldest pending job (the one put longest ago,
+    /// whatever its priority) to take the new one, instead of refusing the
+    /// put. The dropped job's handle resolves [`Outcome::Dropped`]
+    /// (and the `on_finish` hook sees it). Default: refuse.
+    ///
+    /// [`Outcome::Dropped`]: crate::Outcome::Dropped
+    pub fn drop_oldest(mut self, on: bool) -> Self {
+        self.config.drop_oldest = on;
+        self
+    }
+
     /// A name for logs and diagnostics.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = Some(name.into());
@@ -435,6 +447,7 @@ where
                 rate: None,
                 timeout: None,
                 max_pending: None,
+                drop_oldest: false,
                 paused: false,
                 watch: cfg!(feature = "watchdog"),
             },
@@ -524,6 +537,13 @@ where
     /// `(underway, pending)`: exact counts, taken together.
     pub fn size(&self) -> (usize, usize) {
         self.core().size()
+    }
+
+    /// When the oldest pending job (the one put longest ago, whatever its
+    /// priority) was put; `None` when nothing is pending. Costs one look per
+    /// distinct pending priority, not a copy of the queue.
+    pub fn oldest_pending(&self) -> Option<Stamp> {
+        self.core().oldest_pending()
     }
 
     /// Pending jobs in the order they will launch (a snapshot).

@@ -253,6 +253,21 @@ impl<T> Pending<T> {
         value
     }
 
+    /// The job put longest ago (the smallest id): the first live entry of
+    /// some bucket, so this looks at one entry per priority (after skipping
+    /// tombstones at the fronts, which `take` sweeps out in bulk).
+    pub(crate) fn oldest(&self) -> Option<(u64, &T)> {
+        self.buckets
+            .values()
+            .filter_map(|bucket| {
+                bucket
+                    .slots
+                    .iter()
+                    .find_map(|(id, v)| v.as_ref().map(|v| (*id, v)))
+            })
+            .min_by_key(|(id, _)| *id)
+    }
+
     /// Jobs in launch order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, Priority, &T)> + '_ {
         self.buckets.iter().flat_map(|(priority, bucket)| {
@@ -312,6 +327,22 @@ mod tests {
         assert_eq!(p.reprioritize(1, 1), Some(0));
         assert_eq!(ids(&p), [2, 3, 4, 5, 1]);
         assert_eq!(p.reprioritize(99, 1), None);
+    }
+
+    #[test]
+    fn oldest_is_the_smallest_id_whatever_its_priority() {
+        let mut p = Pending::new();
+        assert!(p.oldest().is_none());
+        p.push(3, 5, ());
+        p.push(4, 1, ());
+        p.push(5, 5, ());
+        assert_eq!(p.oldest().map(|(id, _)| id), Some(3));
+        p.remove(3);
+        assert_eq!(p.oldest().map(|(id, _)| id), Some(4));
+        p.reprioritize(4, 9);
+        assert_eq!(p.oldest().map(|(id, _)| id), Some(4));
+        p.pop();
+        assert_eq!(p.oldest().map(|(id, _)| id), Some(4));
     }
 
     #[test]
