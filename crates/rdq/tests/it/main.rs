@@ -13,3 +13,7 @@ mod queue_width;
 mod map;
 mod pool;
 mod priority_queue;
+
+mod hub_backlog;
+mod hub_overflow;
+mod hub_stress;
