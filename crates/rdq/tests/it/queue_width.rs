@@ -127,6 +127,40 @@ async fn bounded_queue_gives_the_argument_back() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn drop_oldest_drops_the_job_put_longest_ago_whatever_its_priority() {
+    let g = Gates::new();
+    let dropped = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = dropped.clone();
+    let q = rdq::DispatchQueue::builder(g.job())
+        .width(1)
+        .max_pending(2)
+        .drop_oldest(true)
+        .on_finish(move |job| {
+            if job.outcome == rdq::Outcome::Dropped {
+                seen.lock().unwrap().push(job.arg);
+            }
+        })
+        .build();
+    let _a = q.put(1, 0).unwrap(); // launches
+    settle().await;
+    let b = q.put(2, 9).unwrap(); // the oldest pending, though it launches last
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let _c = q.put(3, 0).unwrap();
+    let oldest = q.oldest_pending().unwrap();
+    assert_eq!(oldest, q.pending()[1].queued_at, "job 2 was put first");
+    let _d = q.put(4, 5).unwrap(); // full: job 2 goes
+    let job = b.await;
+    assert_eq!(job.outcome, rdq::Outcome::Dropped);
+    assert_eq!((job.arg, job.launched_at), (2, None));
+    assert_eq!(*dropped.lock().unwrap(), [2]);
+    assert_eq!(ids(&q.pending()), [3, 4]);
+    assert_eq!(q.size(), (1, 2));
+    assert!(q.oldest_pending().unwrap() > oldest);
+    drop(q.stop(StopMode::CancelUnderway));
+    assert_eq!(q.oldest_pending(), None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn snapshots_carry_timestamps() {
     let g = Gates::new();
     let q = g.queue(1);
