@@ -301,10 +301,13 @@ struct Episodes {
 /// current [`Gauges`]. [`Hub`](crate::Hub) does all of this for its
 /// consumers; a durable consumer (in `rdq-server`) feeds one from the store.
 ///
-/// Nothing is reset on read. Counters are read in the reverse of the order
-/// they are bumped (finished before started before enqueued), so every
-/// snapshot has `processed ≤ started ≤ enqueued` as long as the owner bumps
-/// them in that order.
+/// Nothing is reset on read, and no count is lost under concurrent owners
+/// and readers. Counters are read in the reverse of the order a job passes
+/// them (finished, then started, then enqueued), so a snapshot does not show
+/// a job finished that it has not seen started. (The hub counts a message
+/// enqueued right after its put succeeds, so for that instant a job may
+/// already show as started: `started` can lead `enqueued` by at most the
+/// number of concurrent publishers.)
 #[derive(Debug)]
 pub struct Backlog {
     config: BacklogConfig,
