@@ -9,6 +9,11 @@
 use std::fmt;
 
 /// A subscription: an exact topic or a prefix.
+///
+/// An exact topic matches itself. A topic followed by `.*` matches every
+/// topic that starts with it and a dot: `orders.*` matches `orders.created`
+/// and `orders.eu.created`, but neither `orders` nor `ordersx`. No other use
+/// of `*` is allowed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Pattern {
     text: String,
@@ -32,7 +37,8 @@ impl TopicError {
     }
 }
 
-/// Checks a topic name; see the [module docs](self).
+/// Checks a topic name: one or more non-empty segments joined by dots, of
+/// letters, digits, `_`, `-` and `:`; at most 255 bytes. See [`Pattern`].
 pub fn check_topic(topic: &str) -> Result<(), TopicError> {
     let err = |why| TopicError {
         what: "topic",
