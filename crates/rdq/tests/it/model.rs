@@ -7,7 +7,8 @@
 //! launching only while underway < width), and `size()`, `pending()` and
 //! `underway()` agree with the model. At the end every handle has resolved,
 //! with the outcome the model predicts, and every `stop()` returned exactly
-//! the jobs the model had pending, in order.
+//! the jobs the model had pending, in order. A second property runs the
+//! same with a bound on pending jobs, refusing or dropping the oldest.
 
 use std::collections::HashMap;
 
@@ -48,6 +49,7 @@ enum Expect {
     Failed,
     Cancelled,
     NotRun,
+    Dropped,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +63,8 @@ struct Model {
     launched: Vec<u64>,
     outcomes: HashMap<u64, Expect>,
     next: u64,
+    /// `max_pending`, and whether a full queue drops its oldest job.
+    bound: Option<(usize, bool)>,
 }
 
 impl Model {
@@ -84,18 +88,27 @@ impl Model {
 
 type Handle = JobHandle<u64, u64, String>;
 
-async fn run_case(width: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
+async fn run_case(
+    width: usize,
+    bound: Option<(usize, bool)>,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
     let gates = Gates::new();
-    let q = gates.queue(width);
+    let mut builder = rdq::DispatchQueue::builder(gates.job()).width(width);
+    if let Some((max, drop_oldest)) = bound {
+        builder = builder.max_pending(max).drop_oldest(drop_oldest);
+    }
+    let q = builder.build();
     let mut m = Model {
         width,
         next: 1,
+        bound,
         ..Model::default()
     };
     let mut handles: HashMap<u64, Handle> = HashMap::new();
     // The queue's id of the model's job n (args are 1, 2, 3, …; ids are
     // unique in the process, so they need not start at 1).
-    let mut real: Vec<JobId> = Vec::new();
+    let mut real: Vec<Option<JobId>> = Vec::new();
     let mut stops = Vec::new();
 
     for op in ops {
@@ -106,18 +119,46 @@ async fn run_case(width: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     prop_assert!(matches!(r, Err(PutError::Stopped(_))));
                     continue;
                 }
+                m.pending.push((p, m.next));
+                m.fill();
+                let mut refused = false;
+                if let Some((max, drop_oldest)) = m.bound {
+                    if m.pending.len() > max {
+                        let victim = if drop_oldest {
+                            m.pending.iter().map(|(_, id)| *id).min()
+                        } else {
+                            Some(m.next)
+                        };
+                        let victim = victim.expect("a full queue holds a pending job");
+                        m.pending.retain(|(_, id)| *id != victim);
+                        if drop_oldest {
+                            m.outcomes.insert(victim, Expect::Dropped);
+                        } else {
+                            refused = true;
+                        }
+                    }
+                }
+                if refused {
+                    prop_assert!(matches!(r, Err(PutError::Full(arg, _)) if arg == m.next));
+                    // The refused job keeps its number in the model; the
+                    // queue still issued it an id, which is never used.
+                    real.push(None);
+                    m.next += 1;
+                    continue;
+                }
                 let h = r.map_err(|e| TestCaseError::fail(format!("put failed: {e}")))?;
-                if let Some(last) = real.last() {
+                if let Some(last) = real.iter().rev().flatten().next() {
                     prop_assert!(h.id().get() > last.get(), "ids grow with put order");
                 }
-                real.push(h.id());
+                real.push(Some(h.id()));
                 handles.insert(m.next, h);
-                m.pending.push((p, m.next));
                 m.next += 1;
             }
             Op::Cancel(i) if m.next > 1 => {
                 let id = 1 + (i as u64) % (m.next - 1);
-                let jid = real[id as usize - 1];
+                let Some(jid) = real[id as usize - 1] else {
+                    continue; // a refused put
+                };
                 let r = q.cancel(jid);
                 if let Some(pos) = m.pending.iter().position(|(_, j)| *j == id) {
                     prop_assert_eq!(r, Ok(()));
@@ -133,7 +174,9 @@ async fn run_case(width: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Reprioritize(i, p) if m.next > 1 => {
                 let id = 1 + (i as u64) % (m.next - 1);
-                let jid = real[id as usize - 1];
+                let Some(jid) = real[id as usize - 1] else {
+                    continue; // a refused put
+                };
                 let r = q.reprioritize(jid, p);
                 if let Some(entry) = m.pending.iter_mut().find(|(_, j)| *j == id) {
                     prop_assert_eq!(r, Ok(entry.0));
@@ -228,7 +271,8 @@ async fn run_case(width: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let want = if i == 0 { want } else { Vec::new() };
         prop_assert_eq!(got, want, "stop() #{} returned", i);
     }
-    prop_assert_eq!(handles.len() as u64, m.next - 1);
+    let refused = real.iter().filter(|j| j.is_none()).count() as u64;
+    prop_assert_eq!(handles.len() as u64, m.next - 1 - refused);
     for (id, mut h) in handles {
         let job = now_or_never(&mut h)
             .ok_or_else(|| TestCaseError::fail(format!("handle {id} never resolved")))?;
@@ -237,6 +281,7 @@ async fn run_case(width: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Outcome::Failed(_) => Expect::Failed,
             Outcome::Cancelled => Expect::Cancelled,
             Outcome::NotRun => Expect::NotRun,
+            Outcome::Dropped => Expect::Dropped,
             other => {
                 return Err(TestCaseError::fail(format!(
                     "job {id}: unexpected {other:?}"
@@ -275,6 +320,22 @@ proptest! {
             .start_paused(true)
             .build()
             .unwrap();
-        rt.block_on(run_case(width, ops))?;
+        rt.block_on(run_case(width, None, ops))?;
+    }
+
+    /// The same with a bound, refusing or dropping the oldest when full.
+    #[test]
+    fn bounded_queue_matches_model(
+        width in 0..3usize,
+        max in 0..4usize,
+        drop_oldest in any::<bool>(),
+        ops in proptest::collection::vec(op(), 1..80),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(run_case(width, Some((max, drop_oldest)), ops))?;
     }
 }
