@@ -103,6 +103,10 @@ impl Store for AnyStore {
         each!(self, s => s.retry(id, now).await)
     }
 
+    async fn cancel_oldest_pending(&self, queue: &str, now: Timestamp) -> Result<Option<JobId>> {
+        each!(self, s => s.cancel_oldest_pending(queue, now).await)
+    }
+
     async fn oldest_pending(&self, queue: &str) -> Result<Option<Timestamp>> {
         each!(self, s => s.oldest_pending(queue).await)
     }

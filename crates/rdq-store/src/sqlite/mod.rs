@@ -733,6 +733,19 @@ impl Store for SqliteStore {
         Ok(result)
     }
 
+    async fn cancel_oldest_pending(&self, queue: &str, now: Timestamp) -> Result<Option<JobId>> {
+        let queue = queue.to_owned();
+        let id = self
+            .write(Ack::Sync, move |conn| {
+                queries::cancel_oldest_pending(conn, &queue, now)
+            })
+            .await?;
+        if let Some(id) = id {
+            let _ = self.shared.finished.send(id);
+        }
+        Ok(id)
+    }
+
     async fn oldest_pending(&self, queue: &str) -> Result<Option<Timestamp>> {
         let queue = queue.to_owned();
         self.read(move |conn| queries::oldest_pending(conn, &queue))

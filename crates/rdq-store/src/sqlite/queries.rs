@@ -563,6 +563,30 @@ pub(crate) fn oldest_pending(conn: &Connection, queue: &str) -> Result<Option<Ti
         .map(Timestamp))
 }
 
+/// Cancels the pending job of `queue` put first (on the writer thread, so
+/// no claim comes between the look and the change).
+pub(crate) fn cancel_oldest_pending(
+    conn: &Connection,
+    queue: &str,
+    now: Timestamp,
+) -> Result<Option<JobId>> {
+    let id: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM rdq_jobs WHERE queue = ?1 AND state = 'pending' ORDER BY id LIMIT 1",
+        )?
+        .query_row(params![queue], |r| r.get(0))
+        .optional()?;
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    conn.prepare_cached(
+        "UPDATE rdq_jobs SET state = 'cancelled', \
+         finished_at = MAX(?2, COALESCE(launched_at, queued_at)) WHERE id = ?1 AND state = 'pending'",
+    )?
+    .execute(params![id, now.0])?;
+    Ok(Some(JobId(id)))
+}
+
 pub(crate) fn reprioritize(
     conn: &Connection,
     id: JobId,
