@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
-use rdq::hub::Backlog;
+use rdq::hub::{Backlog, BacklogConfig};
 
 use crate::config::{Config, ExecutorConfig, QueueConfig};
 use crate::consumers::ServerConsumer;
@@ -132,7 +132,9 @@ impl App {
         }
         let mut consumers = Vec::with_capacity(config.consumers.len());
         for c in &config.consumers {
-            let backlog = Arc::new(Backlog::default());
+            let backlog = Arc::new(Backlog::new(
+                BacklogConfig::default().window(c.status_window),
+            ));
             let queue = build_queue(&c.queue, &shared, &c.topics, Some(backlog.clone())).await?;
             queues.insert(
                 c.queue.name.clone(),
@@ -145,6 +147,7 @@ impl App {
                 config: c.clone(),
                 queue,
                 backlog,
+                blocked: Default::default(),
             });
         }
         let app = Arc::new(App {

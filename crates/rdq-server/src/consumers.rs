@@ -33,6 +33,7 @@
 //! `enqueued` on each publish, `started`/`finished` from the queue's attempt
 //! hooks, and one sample per second per consumer (see [`spawn_samplers`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -56,6 +57,8 @@ pub struct ServerConsumer {
     pub queue: Queue,
     /// Its backlog meter.
     pub backlog: Arc<Backlog>,
+    /// Publishes of this process waiting for room in it now (`block`).
+    pub blocked: AtomicU64,
 }
 
 impl ServerConsumer {
@@ -244,6 +247,14 @@ pub async fn publish(app: &App, topic: &str, message: Message) -> Result<Publish
 /// (`false`), looking again whenever a job finishes, or every
 /// [`BLOCK_POLL`] (claims, which make room too, send no signal).
 async fn room(c: &ServerConsumer, deadline: Instant) -> Result<bool, DurableError> {
+    struct Waiting<'a>(&'a AtomicU64);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    c.blocked.fetch_add(1, Ordering::Relaxed);
+    let _waiting = Waiting(&c.blocked);
     let mut finished = c.queue.store().finished_events();
     loop {
         if c.depth().await? < c.config.bound {

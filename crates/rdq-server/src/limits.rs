@@ -48,6 +48,8 @@ pub const BOUND: Counts = Counts::new(1, 10_000_000);
 /// "block"` (the request is held that long).
 pub const BLOCK_TIMEOUT: Durations =
     Durations::new(Duration::from_millis(1), Duration::from_secs(60));
+/// A consumer's status window (sampled once a second).
+pub const STATUS_WINDOW: Durations = Durations::new(Duration::from_secs(2), HOUR);
 /// A queue's width.
 pub const WIDTH: Counts = Counts::new(0, 10_000);
 /// A rate's launches per period.

@@ -275,7 +275,7 @@ fn consumer_metrics(out: &mut String, snaps: &[(&str, BacklogSnapshot)]) {
         "rdq_consumer_status",
         "gauge",
         false,
-        "The consumer's status over the last minute: 1 for the current one (ok, warn, stall, stop), 0 for the others",
+        "The consumer's status over its status window: 1 for the current one (ok, warn, stall, stop), 0 for the others",
     );
     for (consumer, b) in snaps {
         for status in ["ok", "warn", "stall", "stop"] {

@@ -160,6 +160,9 @@ pub struct ConsumerView {
     pub width: u64,
     /// Whether its queue is paused.
     pub paused: bool,
+    /// Publishes to this server waiting for room in it now (`block`).
+    #[serde(default)]
+    pub blocked_publishers: u64,
     /// How long the longest-waiting message has waited; null when none.
     pub oldest_pending_age_seconds: Option<f64>,
     /// Messages delivered to it by this server process.
@@ -182,7 +185,7 @@ pub struct ConsumerView {
     pub catch_up_seconds: Option<f64>,
     /// `ok`, `warn` (depth not falling), `stall` (in flight, nothing
     /// finishing) or `stop` (waiting work, nothing running or finishing),
-    /// over the last minute.
+    /// over its status window (`status_window`, default 60 s).
     pub status: String,
     /// The backlog episode under way, if any.
     pub current_episode: Option<EpisodeView>,
@@ -215,6 +218,7 @@ pub fn consumer_view(c: &ServerConsumer, b: &BacklogSnapshot) -> ConsumerView {
         in_flight: b.in_flight,
         width: b.width,
         paused: b.paused,
+        blocked_publishers: c.blocked.load(std::sync::atomic::Ordering::Relaxed),
         oldest_pending_age_seconds: b.oldest_pending_age.map(|d| d.as_secs_f64()),
         enqueued: b.enqueued,
         processed: ProcessedView {

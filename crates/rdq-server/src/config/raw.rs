@@ -110,6 +110,8 @@ pub struct RawQueue {
     pub overflow: Option<Spanned<String>>,
     /// With `overflow = "block"`: how long a publish waits for room.
     pub block_timeout: Option<Spanned<String>>,
+    /// A consumer's status window, e.g. `"60s"` (sampled every second).
+    pub status_window: Option<Spanned<String>>,
 }
 
 /// `[queues.NAME.executor]`.

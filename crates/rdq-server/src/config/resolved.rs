@@ -146,6 +146,9 @@ pub struct QueueConfig {
 /// "block"` and no `block_timeout`.
 pub const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A consumer's status window when it sets none.
+pub const DEFAULT_STATUS_WINDOW: Duration = Duration::from_secs(60);
+
 /// A consumer: a durable queue of its own name, fed with one job per
 /// message published on a topic it subscribes to (kind: the topic; args:
 /// the message).
@@ -161,6 +164,8 @@ pub struct ConsumerConfig {
     pub bound: u64,
     /// What a publish finding it full does.
     pub overflow: Overflow,
+    /// The window its status is judged over (sampled every second).
+    pub status_window: Duration,
 }
 
 /// A queue's executor.
@@ -414,6 +419,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
                 "block_timeout",
                 queue.block_timeout.as_ref().map(|s| s.span()),
             ),
+            (
+                "status_window",
+                queue.status_window.as_ref().map(|s| s.span()),
+            ),
         ] {
             if let Some(at) = given {
                 return Err(error(
@@ -581,6 +590,12 @@ fn resolve_consumer(
             ),
         ));
     }
+    let status_window = match raw.status_window.take() {
+        Some(w) => limits::STATUS_WINDOW
+            .parse(&field("status_window"), w.get_ref())
+            .map_err(|m| (Some(w.span()), m))?,
+        None => DEFAULT_STATUS_WINDOW,
+    };
     let queue = resolve_queue("consumers", name, raw)?;
     Ok(ConsumerConfig {
         queue,
@@ -588,6 +603,7 @@ fn resolve_consumer(
         topics: matched,
         bound,
         overflow,
+        status_window,
     })
 }
 

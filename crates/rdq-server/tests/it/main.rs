@@ -9,5 +9,6 @@ mod limits;
 mod postgres;
 mod processes;
 mod support;
+mod topics;
 mod watch;
 mod wire;
