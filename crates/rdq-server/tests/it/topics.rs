@@ -484,3 +484,68 @@ fn config_errors_exit_2_with_the_line_and_the_fix() {
         );
     }
 }
+
+/// `rdq publish` and `rdq consumers`, against the real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_publishes_and_shows_the_consumers() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let path = config(dir.path(), &target.url, "", "paused = true\nbound = 1");
+    let s = Server::start(dir.path(), &path);
+    let cli = |args: &'static [&'static str]| {
+        let base = s.base.clone();
+        tokio::task::spawn_blocking(move || crate::cli::rdq_with(&base, args))
+    };
+    let run = cli(&[
+        "publish",
+        "orders.paid",
+        "{\"order\": 1}",
+        "--priority",
+        "-1",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("CONSUMER")
+            && run.stdout.contains("billing")
+            && run.stdout.contains("delivered"),
+        "{run:?}"
+    );
+    // billing is full now: the second publish names it and exits 1.
+    let run = cli(&["publish", "orders.paid", "2"]).await.unwrap();
+    assert!(run.stdout.contains("rejected: full (bound 1)"), "{run:?}");
+    run.failed(1, "billing (bound 1)");
+    let run = cli(&["publish", "orders.paid", "not json"]).await.unwrap();
+    run.failed(2, "the message is not JSON");
+    let run = cli(&["publish", "nope", "1"]).await.unwrap();
+    run.failed(1, "the declared topics are");
+
+    let run = cli(&["consumers"]).await.unwrap();
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    for column in [
+        "NAME",
+        "DEPTH",
+        "RUNNING/WIDTH",
+        "OLDEST",
+        "CATCH-UP",
+        "STATUS",
+    ] {
+        assert!(lines[0].contains(column), "{run:?}");
+    }
+    let billing = lines.iter().find(|l| l.starts_with("billing")).unwrap();
+    assert!(
+        billing.contains("0/1 paused") && billing.contains("never"),
+        "{run:?}"
+    );
+    let run = cli(&["consumers", "billing", "--json"]).await.unwrap();
+    assert_eq!(run.code, 0, "{run:?}");
+    let view: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        (view["depth"].as_u64(), view["rejected"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let run = cli(&["consumers", "nobody"]).await.unwrap();
+    run.failed(1, "no consumer named \"nobody\"");
+}
