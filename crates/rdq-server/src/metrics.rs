@@ -236,6 +236,22 @@ impl Metrics {
     }
 }
 
+/// A consumer gauge: name, whether in seconds, help, and its value.
+type GaugeRow = (
+    &'static str,
+    bool,
+    &'static str,
+    fn(&BacklogSnapshot) -> f64,
+);
+/// A consumer counter: name (without `_total`), help, and its value.
+type CounterRow = (&'static str, &'static str, fn(&BacklogSnapshot) -> u64);
+/// A consumer histogram: name, help, and which of the snapshot's.
+type HistogramRow = (
+    &'static str,
+    &'static str,
+    fn(&BacklogSnapshot) -> &HubHistogram,
+);
+
 /// Writes the consumers' families (label `consumer`) in the OpenMetrics
 /// text format, from their backlog snapshots: the gauges as of now, the
 /// counters and histograms as the meters hold them (monotonic, never reset).
@@ -248,7 +264,7 @@ fn consumer_metrics(out: &mut String, snaps: &[(&str, BacklogSnapshot)]) {
             let _ = writeln!(out, "# UNIT {name} seconds");
         }
     };
-    let gauges: [(&str, bool, &str, fn(&BacklogSnapshot) -> f64); 6] = [
+    let gauges: [GaugeRow; 6] = [
         ("rdq_consumer_depth", false, "Messages waiting in the consumer's queue (pending jobs, every node)", |b| b.depth as f64),
         ("rdq_consumer_in_flight", false, "Messages being processed (underway jobs, every node)", |b| b.in_flight as f64),
         ("rdq_consumer_width", false, "Most messages the consumer processes at once", |b| b.width as f64),
@@ -287,7 +303,7 @@ fn consumer_metrics(out: &mut String, snaps: &[(&str, BacklogSnapshot)]) {
             );
         }
     }
-    let counters: [(&str, &str, fn(&BacklogSnapshot) -> u64); 3] = [
+    let counters: [CounterRow; 3] = [
         (
             "rdq_consumer_enqueued",
             "Messages delivered to the consumer by this process",
@@ -327,7 +343,7 @@ fn consumer_metrics(out: &mut String, snaps: &[(&str, BacklogSnapshot)]) {
             );
         }
     }
-    let histograms: [(&str, &str, fn(&BacklogSnapshot) -> &HubHistogram); 3] = [
+    let histograms: [HistogramRow; 3] = [
         (
             "rdq_backlog_episode_seconds",
             "How long the consumer's backlog episodes lasted (depth leaving 0 until it is 0 again)",

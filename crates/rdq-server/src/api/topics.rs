@@ -307,10 +307,10 @@ pub async fn publish(
         return Err(unknown_topic(&app, &topic));
     }
     if let Some(key) = &body.key {
-        if key.is_empty() || key.len() > 255 {
+        let chars = key.chars().count();
+        if !(1..=255).contains(&chars) {
             return Err(ApiError::Unprocessable(format!(
-                "key is {} bytes; give 1 to 255",
-                key.len()
+                "key is {chars} characters; it must be 1 to 255"
             )));
         }
     }

@@ -979,5 +979,7 @@ mod example {
         assert_eq!(config.queues[1].name.as_str(), "sms");
         assert_eq!(config.queues[1].executor.kind(), "http");
         assert_eq!(config.queues[0].executor.kind(), "command");
+        assert_eq!(config.topics, ["orders.created", "orders.paid"]);
+        assert_eq!(config.consumers[0].topics, config.topics);
     }
 }
