@@ -508,7 +508,7 @@ fn no_server_and_bad_usage_fail_with_their_own_status() {
         (&["width", "hook", "-3"][..], "unexpected argument"),
         (&["jobs", "--state", "asleep"], "unknown job state"),
         (&["wait"], "required"),
-        (&["publish", "topic"], "unrecognized subcommand"),
+        (&["publish", "topic"], "required"),
         (&["put", "hook", "{not json"], "JSON_ARGS is not JSON"),
         (
             &["put", "hook", "--delay", "soon"],
