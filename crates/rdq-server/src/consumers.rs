@@ -15,8 +15,9 @@
 //!
 //! * `reject_newest`: the consumer does not get the message; the publish
 //!   names it among the rejected (the others still get it);
-//! * `drop_oldest`: it gets the message, and once that is committed the
-//!   pending job of its queue put first is cancelled (counted in `dropped`);
+//! * `drop_oldest`: it gets the message, and once that is committed, if the
+//!   queue is still over its bound, the pending job of its queue put first
+//!   is cancelled (counted in `dropped`);
 //! * `block`: the publish waits for room (looking again when a job finishes,
 //!   or every 50 ms), up to the consumer's `block_timeout`; then the
 //!   consumer is rejected. The other consumers' jobs wait for it too: they
@@ -221,8 +222,9 @@ pub async fn publish(app: &App, topic: &str, message: Message) -> Result<Publish
             job: ins.id.0,
             existing: ins.existing,
         });
-        if *drop_oldest && !ins.existing {
-            // After the commit: a failed put never costs a message.
+        // After the commit, so a failed put never costs a message; and only
+        // while still over the bound (jobs claimed since the look made room).
+        if *drop_oldest && !ins.existing && c.depth().await? > c.config.bound {
             if let Some(id) = app.store.cancel_oldest_pending(c.name(), now).await? {
                 c.backlog.dropped(1);
                 app.emit(Event::Job {

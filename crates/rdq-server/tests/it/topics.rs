@@ -49,6 +49,16 @@ url = "{target}"
     path
 }
 
+/// A server on [`config`] in a fresh directory, posting to a fresh
+/// target: the directory, the target, the config file and the server.
+async fn start(server: &str, billing: &str) -> (tempfile::TempDir, Target, PathBuf, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let path = config(dir.path(), &target.url, server, billing);
+    let s = Server::start(dir.path(), &path);
+    (dir, target, path, s)
+}
+
 async fn publish(s: &Server, topic: &str, body: Value) -> (u16, Value) {
     s.call(
         "POST",
@@ -99,9 +109,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_reaches_both_subscribers_and_both_jobs_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = Target::start().await;
-    let s = Server::start(dir.path(), &config(dir.path(), &target.url, "", ""));
+    let (_dir, target, _path, s) = start("", "").await;
     let (status, reply) = publish(
         &s,
         "orders.paid",
@@ -150,15 +158,12 @@ async fn a_message_reaches_both_subscribers_and_both_jobs_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_right_after_the_answer_loses_neither_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = Target::start().await;
+    let (dir, target, path, s) = start("", "").await;
     // Slow answers: the jobs are still waiting or underway at the kill.
     target.script((0..4).map(|_| Answer {
         delay: Duration::from_millis(300),
         ..Answer::status(200)
     }));
-    let path = config(dir.path(), &target.url, "", "");
-    let s = Server::start(dir.path(), &path);
     let (status, reply) = publish(&s, "orders.paid", json!({"message": {"n": 1}})).await;
     assert_eq!(status, 201, "{reply}");
     s.signal(libc::SIGKILL);
@@ -181,16 +186,7 @@ async fn kill_9_right_after_the_answer_loses_neither_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_publishes_answer_404_400_413_and_429_naming_the_full_consumer() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = Target::start().await;
-    // billing is paused with room for one message, so the second is refused.
-    let path = config(
-        dir.path(),
-        &target.url,
-        "max_body = \"1KiB\"",
-        "paused = true\nbound = 1",
-    );
-    let s = Server::start(dir.path(), &path);
+    let (_dir, _target, _path, s) = start("max_body = \"1KiB\"", "paused = true\nbound = 1").await;
 
     let (status, err) = publish(&s, "orders.shipped", json!({"message": 1})).await;
     assert_eq!(status, 404, "{err}");
@@ -250,15 +246,8 @@ async fn bad_publishes_answer_404_400_413_and_429_naming_the_full_consumer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_oldest_cancels_the_oldest_waiting_message_to_take_the_new_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = Target::start().await;
-    let path = config(
-        dir.path(),
-        &target.url,
-        "",
-        "paused = true\nbound = 2\noverflow = \"drop_oldest\"",
-    );
-    let s = Server::start(dir.path(), &path);
+    let (_dir, _target, _path, s) =
+        start("", "paused = true\nbound = 2\noverflow = \"drop_oldest\"").await;
     let mut ids = Vec::new();
     for n in 1..=3 {
         let (status, reply) = publish(&s, "orders.paid", json!({"message": n})).await;
@@ -290,15 +279,11 @@ async fn drop_oldest_cancels_the_oldest_waiting_message_to_take_the_new_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_times_out_into_a_rejection_and_succeeds_when_room_appears() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = Target::start().await;
-    let path = config(
-        dir.path(),
-        &target.url,
+    let (dir, target, _path, s) = start(
         "",
         "paused = true\nbound = 1\noverflow = \"block\"\nblock_timeout = \"300ms\"",
-    );
-    let s = Server::start(dir.path(), &path);
+    )
+    .await;
     let (status, _) = publish(&s, "orders.paid", json!({"message": 1})).await;
     assert_eq!(status, 201);
     // Full and paused: the publish waits its 300 ms, then billing is rejected.
@@ -347,15 +332,7 @@ async fn block_times_out_into_a_rejection_and_succeeds_when_room_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consumers_view_and_the_metrics_show_the_backlog() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = Target::start().await;
-    let path = config(
-        dir.path(),
-        &target.url,
-        "",
-        "paused = true\nstatus_window = \"2s\"",
-    );
-    let s = Server::start(dir.path(), &path);
+    let (_dir, _target, _path, s) = start("", "paused = true\nstatus_window = \"2s\"").await;
     for n in 0..3 {
         let (status, reply) = publish(&s, "orders.paid", json!({"message": n})).await;
         assert_eq!(status, 201, "{reply}");
@@ -488,10 +465,7 @@ fn config_errors_exit_2_with_the_line_and_the_fix() {
 /// `rdq publish` and `rdq consumers`, against the real server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_publishes_and_shows_the_consumers() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = Target::start().await;
-    let path = config(dir.path(), &target.url, "", "paused = true\nbound = 1");
-    let s = Server::start(dir.path(), &path);
+    let (_dir, _target, _path, s) = start("", "paused = true\nbound = 1").await;
     let cli = |args: &'static [&'static str]| {
         let base = s.base.clone();
         tokio::task::spawn_blocking(move || crate::cli::rdq_with(&base, args))
