@@ -23,6 +23,7 @@ pub struct PublishArgs {
     /// A declared topic.
     pub topic: String,
     /// The message: any JSON, or `-` to read it from stdin.
+    #[arg(allow_negative_numbers = true)]
     pub message: String,
     /// The jobs' priority (lower runs first).
     #[arg(long, allow_negative_numbers = true)]
@@ -130,10 +131,19 @@ pub async fn consumers(client: &Client, a: &ConsumersArgs) -> Result<(), CliErro
         return consumers_once(client, a, false).await;
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // One listener for the whole watch: an interrupt while a table is being
+    // fetched is not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
-            _ = tick.tick() => consumers_once(client, a, true).await?,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut interrupted => return Ok(()),
+            _ = tick.tick() => {
+                tokio::select! {
+                    done = consumers_once(client, a, true) => done?,
+                    _ = &mut interrupted => return Ok(()),
+                }
+            }
         }
     }
 }

@@ -523,3 +523,40 @@ async fn the_cli_publishes_and_shows_the_consumers() {
     let run = cli(&["consumers", "nobody"]).await.unwrap();
     run.failed(1, "no consumer named \"nobody\"");
 }
+
+/// `rdq consumers --watch` draws the table again every second until it is
+/// interrupted, then exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_watch_redraws_until_interrupted() {
+    use std::io::{BufRead as _, BufReader};
+    let (_dir, _target, _path, s) = start("", "").await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rdq"))
+        .args(["consumers", "--watch", "--server", &s.base])
+        .env_remove("RDQ_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let headers = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut headers = 0;
+        while headers < 2 {
+            let line = lines.next().expect("more output").unwrap();
+            headers += usize::from(line.starts_with("NAME"));
+        }
+        headers
+    });
+    let headers = tokio::time::timeout(Duration::from_secs(20), headers)
+        .await
+        .expect("two tables within 20 s")
+        .unwrap();
+    assert_eq!(headers, 2);
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
