@@ -75,8 +75,7 @@ impl ServerConsumer {
 
     /// Jobs pending in its queue, on every node.
     async fn depth(&self) -> Result<u64, DurableError> {
-        let counts = self.queue.counts().await?;
-        Ok(counts.get(&JobState::Pending).copied().unwrap_or(0))
+        Ok(self.queue.store().pending_count(self.name()).await?)
     }
 
     /// Its backlog now: gauges from the store, the rest from the meter.

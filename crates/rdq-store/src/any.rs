@@ -119,6 +119,10 @@ impl Store for AnyStore {
         each!(self, s => s.list(params).await)
     }
 
+    async fn pending_count(&self, queue: &str) -> Result<u64> {
+        each!(self, s => s.pending_count(queue).await)
+    }
+
     async fn counts(&self, queue: &str) -> Result<StateCounts> {
         each!(self, s => s.counts(queue).await)
     }

@@ -287,6 +287,11 @@ pub trait Store: Send + Sync + 'static {
     /// Jobs, newest first.
     fn list(&self, params: ListParams) -> impl Future<Output = Result<Vec<JobRow>>> + Send;
 
+    /// How many jobs of a queue are pending (ready to run, not started): a
+    /// count over the pending jobs alone, cheap however many finished jobs
+    /// the queue keeps.
+    fn pending_count(&self, queue: &str) -> impl Future<Output = Result<u64>> + Send;
+
     /// How many jobs of a queue are in each state.
     fn counts(&self, queue: &str) -> impl Future<Output = Result<StateCounts>> + Send;
 

@@ -868,6 +868,9 @@ pub async fn counts_per_state<S: Store>(store: &S) {
         (2, 1, 1, 1)
     );
     assert_eq!(counts.values().sum::<u64>(), 5);
+    assert_eq!(store.pending_count("q").await.expect("pending"), 2);
+    assert_eq!(store.pending_count("other").await.expect("pending"), 1);
+    assert_eq!(store.pending_count("none").await.expect("pending"), 0);
 }
 
 /// Only finished jobs older than the cut-off go, a limited batch at a time.

@@ -1390,6 +1390,17 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn pending_count(&self, queue: &str) -> Result<u64> {
+        let client = self.core().api_client().await?;
+        let stmt = client
+            .prepare_cached(queries::PENDING_COUNT)
+            .await
+            .map_err(pg_error)?;
+        let row = client.query_one(&stmt, &[&queue]).await.map_err(pg_error)?;
+        let n: i64 = row.try_get(0).map_err(pg_error)?;
+        Ok(n.max(0) as u64)
+    }
+
     async fn counts(&self, queue: &str) -> Result<StateCounts> {
         let client = self.core().api_client().await?;
         let stmt = client

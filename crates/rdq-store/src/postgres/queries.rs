@@ -287,6 +287,10 @@ pub(super) fn list(queue: bool, state: bool, before: bool) -> String {
 }
 
 /// $1 queue.
+/// $1 queue: its pending jobs (on the `rdq_jobs_ready` partial index).
+pub(super) const PENDING_COUNT: &str =
+    "SELECT count(*) FROM rdq_jobs WHERE queue = $1 AND state = 'pending'";
+
 pub(super) const COUNTS: &str =
     "SELECT state, count(*) FROM rdq_jobs WHERE queue = $1 GROUP BY state";
 

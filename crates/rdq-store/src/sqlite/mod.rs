@@ -760,6 +760,12 @@ impl Store for SqliteStore {
         self.read(move |conn| queries::list(conn, &params)).await
     }
 
+    async fn pending_count(&self, queue: &str) -> Result<u64> {
+        let queue = queue.to_owned();
+        self.read(move |conn| queries::pending_count(conn, &queue))
+            .await
+    }
+
     async fn counts(&self, queue: &str) -> Result<StateCounts> {
         let queue = queue.to_owned();
         self.read(move |conn| queries::counts(conn, &queue)).await

@@ -630,6 +630,15 @@ pub(crate) fn list(conn: &Connection, p: &ListParams) -> Result<Vec<JobRow>> {
     Ok(rows)
 }
 
+/// Pending jobs of a queue, counted on the `rdq_jobs_ready` index (pending
+/// jobs only).
+pub(crate) fn pending_count(conn: &Connection, queue: &str) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM rdq_jobs WHERE queue = ?1 AND state = 'pending'")?
+        .query_row(params![queue], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
 pub(crate) fn counts(conn: &Connection, queue: &str) -> Result<StateCounts> {
     let mut stmt = conn
         .prepare_cached("SELECT state, COUNT(*) FROM rdq_jobs WHERE queue = ?1 GROUP BY state")?;
