@@ -366,7 +366,10 @@ fn consumer_metrics(out: &mut String, snaps: &[(&str, BacklogSnapshot)]) {
             let h = value(b);
             let cumulative = h.cumulative();
             for (i, count) in cumulative.iter().enumerate() {
-                let le = h.bounds.get(i).map_or("+Inf".to_owned(), |b| number(*b));
+                let le = h
+                    .bounds
+                    .get(i)
+                    .map_or("+Inf".to_owned(), |b| format!("{b:?}"));
                 let _ = writeln!(
                     out,
                     "{name}_bucket{{consumer=\"{consumer}\",le=\"{le}\"}} {count}"
@@ -382,14 +385,14 @@ fn consumer_metrics(out: &mut String, snaps: &[(&str, BacklogSnapshot)]) {
     }
 }
 
-/// A sample value as OpenMetrics writes it: `+Inf`, or a number that
-/// always has a decimal point or exponent when it is not whole.
+/// A sample value as OpenMetrics writes it: `+Inf`, `NaN`, or the number
+/// in plain decimal (`3`, `0.25`; never an exponent).
 fn number(v: f64) -> String {
     if v == f64::INFINITY {
         "+Inf".to_owned()
     } else if v.is_nan() {
         "NaN".to_owned()
     } else {
-        format!("{v:?}")
+        format!("{v}")
     }
 }
