@@ -221,18 +221,26 @@ pub async fn publish(app: &App, topic: &str, message: Message) -> Result<Publish
             job: ins.id.0,
             existing: ins.existing,
         });
-        // After the commit, so a failed put never costs a message; and only
-        // while still over the bound (jobs claimed since the look made room).
-        if *drop_oldest && !ins.existing && c.depth().await? > c.config.bound {
-            if let Some(id) = app.store.cancel_oldest_pending(c.name(), now).await? {
-                c.backlog.dropped(1);
-                app.emit(Event::Job {
-                    id: id.0,
-                    queue: c.name().to_owned(),
-                    event: "cancelled".into(),
-                    attempt: 0,
-                });
-                out.dropped.push(c.name().to_owned());
+        if *drop_oldest && !ins.existing {
+            match drop_oldest_over_bound(c, now).await {
+                Ok(Some(id)) => {
+                    c.backlog.dropped(1);
+                    app.emit(Event::Job {
+                        id: id.0,
+                        queue: c.name().to_owned(),
+                        event: "cancelled".into(),
+                        attempt: 0,
+                    });
+                    out.dropped.push(c.name().to_owned());
+                }
+                Ok(None) => {}
+                // The message is committed: the publish succeeded, and the
+                // queue stays one over its bound until the next publish.
+                Err(e) => tracing::warn!(
+                    consumer = %c.name(),
+                    error = %e,
+                    "dropping the oldest waiting message failed"
+                ),
             }
         }
     }
@@ -242,6 +250,19 @@ pub async fn publish(app: &App, topic: &str, message: Message) -> Result<Publish
         }
     }
     Ok(out)
+}
+
+/// After a commit (so a failed put never costs a message), and only while
+/// `c` is still over its bound (claims since the look may have made room):
+/// cancels its pending job put first.
+async fn drop_oldest_over_bound(
+    c: &ServerConsumer,
+    now: rdq_store::Timestamp,
+) -> Result<Option<rdq_store::JobId>, DurableError> {
+    if c.depth().await? <= c.config.bound {
+        return Ok(None);
+    }
+    Ok(c.queue.store().cancel_oldest_pending(c.name(), now).await?)
 }
 
 /// Waits until `c` is below its bound (`true`) or `deadline` passes
