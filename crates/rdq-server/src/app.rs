@@ -10,7 +10,10 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
+use rdq::hub::{Backlog, BacklogConfig};
+
 use crate::config::{Config, ExecutorConfig, QueueConfig};
+use crate::consumers::ServerConsumer;
 use crate::executor::command::{Children, CommandExecutor};
 use crate::executor::http::HttpExecutor;
 use crate::limits;
@@ -66,8 +69,12 @@ pub enum Event {
 pub struct App {
     /// The store all queues share.
     pub store: AnyStore,
-    /// The queues, by name.
+    /// The queues, by name, consumers' queues included.
     pub queues: BTreeMap<String, ServerQueue>,
+    /// The declared topics, in declaration order.
+    pub topics: Vec<String>,
+    /// The consumers, in declaration order.
+    pub consumers: Vec<ServerConsumer>,
     /// The API's bearer token, if any.
     pub token: Option<String>,
     /// Prometheus metrics.
@@ -104,17 +111,17 @@ impl App {
         let watchdog = crate::watch::start(&config.watchdog);
         let children = Arc::new(Children::default());
         let mut queues = BTreeMap::new();
+        let shared = Shared {
+            store: &store,
+            node,
+            lease: config.lease,
+            metrics: &metrics,
+            events: &events,
+            children: &children,
+            watch: watchdog.is_some(),
+        };
         for q in &config.queues {
-            let shared = Shared {
-                store: &store,
-                node,
-                lease: config.lease,
-                metrics: &metrics,
-                events: &events,
-                children: &children,
-                watch: watchdog.is_some(),
-            };
-            let queue = build_queue(q, &shared).await?;
+            let queue = build_queue(q, &shared, &[], None).await?;
             queues.insert(
                 q.name.clone(),
                 ServerQueue {
@@ -123,9 +130,31 @@ impl App {
                 },
             );
         }
+        let mut consumers = Vec::with_capacity(config.consumers.len());
+        for c in &config.consumers {
+            let backlog = Arc::new(Backlog::new(
+                BacklogConfig::default().window(c.status_window),
+            ));
+            let queue = build_queue(&c.queue, &shared, &c.topics, Some(backlog.clone())).await?;
+            queues.insert(
+                c.queue.name.clone(),
+                ServerQueue {
+                    queue: queue.clone(),
+                    config: c.queue.clone(),
+                },
+            );
+            consumers.push(ServerConsumer {
+                config: c.clone(),
+                queue,
+                backlog,
+                blocked: Default::default(),
+            });
+        }
         let app = Arc::new(App {
             store,
             queues,
+            topics: config.topics.clone(),
+            consumers,
             token: config.token.clone(),
             metrics,
             events,
@@ -135,6 +164,7 @@ impl App {
             shutdown: tokio::sync::watch::Sender::new(false),
         });
         crate::watch::spawn_hung_reporter(&app);
+        crate::consumers::spawn_samplers(&app);
         Ok(app)
     }
 
@@ -188,7 +218,14 @@ struct Shared<'a> {
     watch: bool,
 }
 
-async fn build_queue(q: &QueueConfig, shared: &Shared<'_>) -> Result<Queue, StartError> {
+/// Builds a queue; a consumer's (with `backlog`) also runs jobs of each of
+/// `topics` as kinds, and feeds its backlog meter as attempts end.
+async fn build_queue(
+    q: &QueueConfig,
+    shared: &Shared<'_>,
+    topics: &[String],
+    backlog: Option<Arc<Backlog>>,
+) -> Result<Queue, StartError> {
     let (m, e) = (shared.metrics.clone(), shared.events.clone());
     let (watch, children) = (shared.watch, shared.children);
     let mut builder = DurableQueue::builder(shared.store.clone(), q.name.clone())
@@ -202,6 +239,14 @@ async fn build_queue(q: &QueueConfig, shared: &Shared<'_>) -> Result<Queue, Star
         .watch(watch)
         .on_attempt_end(move |end| {
             m.attempt_ended(&end.job.queue, end.outcome, end.wait, end.run);
+            if let Some(b) = &backlog {
+                let (finish, ran) = crate::consumers::finish_of(end.outcome);
+                let run = end.run.filter(|_| ran);
+                if run.is_some() {
+                    b.started(end.wait);
+                }
+                b.finished(finish, run);
+            }
             let _ = e.send(Event::Job {
                 id: end.job.id.0,
                 queue: end.job.queue.clone(),
@@ -219,10 +264,14 @@ async fn build_queue(q: &QueueConfig, shared: &Shared<'_>) -> Result<Queue, Star
             declared_timeout = Some(q.timeout.unwrap_or(HTTP_DEFAULT_TIMEOUT));
             builder = builder.timeout(q.timeout.unwrap_or(HTTP_DEFAULT_TIMEOUT));
             let executor = HttpExecutor::new(spec).map_err(fail)?;
-            builder.handler("http", move |args: serde_json::Value, ctx: JobContext| {
+            for kind in std::iter::once("http").chain(topics.iter().map(String::as_str)) {
                 let executor = executor.clone();
-                async move { executor.run(&args, &ctx).await }
-            })
+                builder = builder.handler(kind, move |args: serde_json::Value, ctx: JobContext| {
+                    let executor = executor.clone();
+                    async move { executor.run(&args, &ctx).await }
+                });
+            }
+            builder
         }
         ExecutorConfig::Command(spec) => {
             // The executor times out first (SIGTERM, grace, SIGKILL to the
@@ -236,13 +285,14 @@ async fn build_queue(q: &QueueConfig, shared: &Shared<'_>) -> Result<Queue, Star
                     .map_err(fail)?
                     .with_children(children.clone()),
             );
-            builder.handler(
-                "command",
-                move |args: serde_json::Value, ctx: JobContext| {
+            for kind in std::iter::once("command").chain(topics.iter().map(String::as_str)) {
+                let executor = executor.clone();
+                builder = builder.handler(kind, move |args: serde_json::Value, ctx: JobContext| {
                     let executor = executor.clone();
                     async move { executor.run(&args, &ctx).await }
-                },
-            )
+                });
+            }
+            builder
         }
     };
     let queue = builder.build().await.map_err(|e| fail(e.to_string()))?;

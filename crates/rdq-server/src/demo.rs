@@ -12,20 +12,29 @@
 //! 4 a second in between; 12.4 a second on average, which the queue's 15 a
 //! second keeps up with. The load stops by itself after 30 minutes; the
 //! server runs until Ctrl-C.
+//!
+//! Each message is also published on the topic `sms.queued`, which two
+//! consumers take: `receipts`, fast (5 ms a message, width 4), and
+//! `analytics`, slow (60 ms a message, width 1: about 16 a second). In a
+//! rush `analytics` falls behind and catches up in the calm that follows:
+//! `rdq consumers --watch` shows its depth, catch-up estimate and status.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use rdq::{Rate, RateLimiter};
 use rdq_store::{JobSpec, PutOptions};
 
-use crate::config::{Config, ExecutorConfig, QueueConfig};
+use rdq::hub::{Overflow, Pattern};
+
+use crate::config::{Config, ConsumerConfig, ExecutorConfig, QueueConfig};
+use crate::consumers::Message;
 use crate::executor::http::HttpSpec;
 use crate::serve::ServeError;
 
@@ -37,6 +46,9 @@ const GATEWAY_BURST: u32 = 5;
 
 /// How fast the demo queue sends, at start.
 pub const QUEUE_PER_SECOND: u32 = 15;
+
+/// The topic every demo message is also published on.
+pub const TOPIC: &str = "sms.queued";
 
 /// How often the feeder puts what the load says is due.
 const FEED_EVERY: Duration = Duration::from_millis(100);
@@ -146,6 +158,19 @@ async fn send(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> impl I
     axum::Json(serde_json::json!({ "message_id": format!("msg-{n}"), "to": to })).into_response()
 }
 
+/// How long a consumer's "work" takes: `?ms=N`.
+#[derive(Debug, serde::Deserialize)]
+struct Work {
+    ms: u64,
+}
+
+/// The demo consumers' target: answers 200 after `ms` milliseconds (at
+/// most a second).
+async fn work(Query(w): Query<Work>) -> StatusCode {
+    tokio::time::sleep(Duration::from_millis(w.ms.min(1000))).await;
+    StatusCode::OK
+}
+
 /// Starts the fake gateway on a free loopback port; returns its URL.
 async fn start_gateway() -> Result<String, ServeError> {
     let gw = Arc::new(Gateway {
@@ -158,6 +183,7 @@ async fn start_gateway() -> Result<String, ServeError> {
     });
     let app = axum::Router::new()
         .route("/send", post(send))
+        .route("/work", post(work))
         .with_state(gw);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -242,6 +268,16 @@ async fn feed(app: Arc<crate::app::App>, load: Load) {
             // A put that fails is not retried: the demo just sends fewer.
             let count = due - next;
             put(&app, next, count).await;
+            for i in next..next + count {
+                let message = Message {
+                    body: serde_json::json!({ "sms": i }),
+                    priority: 0,
+                    key: None,
+                };
+                if let Err(e) = crate::consumers::publish(&app, TOPIC, message).await {
+                    tracing::warn!(error = %e, "the demo could not publish");
+                }
+            }
             next += count;
         }
     }
@@ -295,6 +331,36 @@ pub async fn start(listen: std::net::SocketAddr, load: Load) -> Result<Demo, Ser
         .map_err(|e| ServeError::Failed(format!("cannot create {}: {e}", dir.display())))?;
     let dir = TempDir(dir);
     let gateway = start_gateway().await?;
+    let work_url = gateway.replace("/send", "/work");
+    let failed = |e: String| ServeError::Failed(e);
+    let consumer = |name: &str, width: usize, ms: u64| -> Result<ConsumerConfig, ServeError> {
+        Ok(ConsumerConfig {
+            queue: QueueConfig {
+                name: name.into(),
+                width,
+                rate: None,
+                timeout: Some(Duration::from_secs(10)),
+                warn_after: None,
+                max_attempts: 3,
+                backoff: rdq_store::Backoff::exponential(
+                    Duration::from_millis(200),
+                    Duration::from_secs(5),
+                )
+                .map_err(|e| failed(e.to_string()))?,
+                retention: Duration::from_secs(3600),
+                paused: false,
+                executor: ExecutorConfig::Http(HttpSpec {
+                    url: format!("{work_url}?ms={ms}"),
+                    headers: Default::default(),
+                }),
+            },
+            subscribe: vec![Pattern::parse("sms.*").map_err(|e| failed(e.to_string()))?],
+            topics: vec![TOPIC.into()],
+            bound: 5_000,
+            overflow: Overflow::DropOldest,
+            status_window: Duration::from_secs(20),
+        })
+    };
     let config = Config {
         listen,
         db: dir.0.join("demo.db"),
@@ -318,6 +384,8 @@ pub async fn start(listen: std::net::SocketAddr, load: Load) -> Result<Demo, Ser
                 headers: Default::default(),
             }),
         }],
+        topics: vec![TOPIC.into()],
+        consumers: vec![consumer("receipts", 4, 5)?, consumer("analytics", 1, 60)?],
         ..Config::default()
     };
     let running = crate::serve::start(config).await?;
@@ -344,11 +412,13 @@ pub async fn run(listen: std::net::SocketAddr) -> Result<(), ServeError> {
          \x20 {base}/api/v1/jobs?queue=sms        its jobs, newest first\n\
          \x20 {base}/api/v1/events                live changes (server-sent events)\n\
          \x20 {base}/metrics                      Prometheus metrics\n\
+         \x20 {base}/api/v1/consumers             topic `{TOPIC}`'s consumers: receipts (fast), analytics (slow)\n\
          \x20 {base}/api/v1/dump                  what every underway job is doing (hung after 5 s)\n\
          \x20 {base}/api/v1/stalls                what blocked the server's runtime, if anything\n\
          \x20 {base}/api/v1/openapi.json          the API\n\n\
          or, in another terminal (rdq <verb> --server {base}):\n\
          \x20 rdq queues                 rdq jobs --queue sms        rdq pause sms / rdq resume sms\n\
+         \x20 rdq consumers --watch      (analytics falls behind in a rush, catches up after)\n\
          \x20 rdq width sms 8; rdq rate sms 40/s   (faster than the gateway allows: in a rush,\n\
          \x20                                       watch it throttle the queue: HELD UNTIL)\n\n\
          Ctrl-C stops it; the database lives in {} until then.\n",

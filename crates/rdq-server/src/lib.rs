@@ -3,6 +3,7 @@
 //!
 //! * [`config`]: `rdq.toml`, checked, with errors that name the line;
 //! * [`app`]: the queues and their executors;
+//! * [`consumers`]: topics and consumers (publish, overflow, backlog);
 //! * [`api`]: the HTTP API ([`api::router`], also for tests);
 //! * [`executor`]: http and command;
 //! * [`serve`]: starting, and stopping cleanly on SIGTERM/SIGINT;
@@ -14,6 +15,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod consumers;
 pub mod demo;
 pub mod executor;
 pub mod limits;

@@ -42,6 +42,14 @@ pub const TIMEOUT: Durations = Durations::new(Duration::from_millis(1), DAY);
 pub const LONG_POLL: Durations = Durations::new(Duration::ZERO, Duration::from_secs(60));
 /// How long `rdq wait` waits in all.
 pub const WAIT: Durations = Durations::new(Duration::ZERO, DAY);
+/// A consumer's bound on waiting messages.
+pub const BOUND: Counts = Counts::new(1, 10_000_000);
+/// How long a publish may wait for room in a consumer with `overflow =
+/// "block"` (the request is held that long).
+pub const BLOCK_TIMEOUT: Durations =
+    Durations::new(Duration::from_millis(1), Duration::from_secs(60));
+/// A consumer's status window (sampled once a second).
+pub const STATUS_WINDOW: Durations = Durations::new(Duration::from_secs(2), HOUR);
 /// A queue's width.
 pub const WIDTH: Counts = Counts::new(0, 10_000);
 /// A rate's launches per period.

@@ -17,6 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
+use rdq::hub::{BacklogSnapshot, Finish, Histogram as HubHistogram};
+
 use crate::app::App;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -219,6 +221,178 @@ impl Metrics {
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        if !app.consumers.is_empty() {
+            let mut snapshots = Vec::with_capacity(app.consumers.len());
+            for c in &app.consumers {
+                snapshots.push((c.name(), c.snapshot().await?));
+            }
+            // The consumers' families go before the closing `# EOF`.
+            let body_end = text.rfind("# EOF").unwrap_or(text.len());
+            text.truncate(body_end);
+            consumer_metrics(&mut text, &snapshots);
+            text.push_str("# EOF\n");
+        }
         Ok(text)
+    }
+}
+
+/// A consumer gauge: name, whether in seconds, help, and its value.
+type GaugeRow = (
+    &'static str,
+    bool,
+    &'static str,
+    fn(&BacklogSnapshot) -> f64,
+);
+/// A consumer counter: name (without `_total`), help, and its value.
+type CounterRow = (&'static str, &'static str, fn(&BacklogSnapshot) -> u64);
+/// A consumer histogram: name, help, and which of the snapshot's.
+type HistogramRow = (
+    &'static str,
+    &'static str,
+    fn(&BacklogSnapshot) -> &HubHistogram,
+);
+
+/// Writes the consumers' families (label `consumer`) in the OpenMetrics
+/// text format, from their backlog snapshots: the gauges as of now, the
+/// counters and histograms as the meters hold them (monotonic, never reset).
+fn consumer_metrics(out: &mut String, snaps: &[(&str, BacklogSnapshot)]) {
+    use std::fmt::Write as _;
+    let family = |out: &mut String, name: &str, kind: &str, unit: bool, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        if unit {
+            let _ = writeln!(out, "# UNIT {name} seconds");
+        }
+    };
+    let gauges: [GaugeRow; 6] = [
+        ("rdq_consumer_depth", false, "Messages waiting in the consumer's queue (pending jobs, every node)", |b| b.depth as f64),
+        ("rdq_consumer_in_flight", false, "Messages being processed (underway jobs, every node)", |b| b.in_flight as f64),
+        ("rdq_consumer_width", false, "Most messages the consumer processes at once", |b| b.width as f64),
+        ("rdq_consumer_oldest_pending_age_seconds", true, "How long the consumer's longest-waiting message has waited (0 when none)", |b| {
+            b.oldest_pending_age.map_or(0.0, |d| d.as_secs_f64())
+        }),
+        ("rdq_consumer_catch_up_seconds", true, "Estimated time to empty the backlog, depth / (capacity - arrival rate); +Inf when not catching up", |b| {
+            b.catch_up.map_or(f64::INFINITY, |d| d.as_secs_f64())
+        }),
+        ("rdq_consumer_arrival_rate", false, "Messages arriving per second (about the last 10 s)", |b| b.arrival_rate),
+    ];
+    for (name, unit, help, value) in gauges {
+        family(out, name, "gauge", unit, help);
+        for (consumer, b) in snaps {
+            let _ = writeln!(
+                out,
+                "{name}{{consumer=\"{consumer}\"}} {}",
+                number(value(b))
+            );
+        }
+    }
+    family(
+        out,
+        "rdq_consumer_status",
+        "gauge",
+        false,
+        "The consumer's status over its status window: 1 for the current one (ok, warn, stall, stop), 0 for the others",
+    );
+    for (consumer, b) in snaps {
+        for status in ["ok", "warn", "stall", "stop"] {
+            let on = b.status.as_str().eq_ignore_ascii_case(status);
+            let _ = writeln!(
+                out,
+                "rdq_consumer_status{{consumer=\"{consumer}\",status=\"{status}\"}} {}",
+                u8::from(on)
+            );
+        }
+    }
+    let counters: [CounterRow; 3] = [
+        (
+            "rdq_consumer_enqueued",
+            "Messages delivered to the consumer by this process",
+            |b| b.enqueued,
+        ),
+        (
+            "rdq_consumer_rejected",
+            "Messages the consumer refused because it was full",
+            |b| b.rejected,
+        ),
+        (
+            "rdq_consumer_dropped",
+            "Waiting messages dropped for newer ones (overflow = drop_oldest)",
+            |b| b.dropped,
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(out, name, "counter", false, help);
+        for (consumer, b) in snaps {
+            let _ = writeln!(out, "{name}_total{{consumer=\"{consumer}\"}} {}", value(b));
+        }
+    }
+    family(
+        out,
+        "rdq_consumer_processed",
+        "counter",
+        false,
+        "Attempts of the consumer's jobs ended in this process, by outcome: ok, failed, timed_out, panicked, cancelled, not_run",
+    );
+    for (consumer, b) in snaps {
+        for kind in Finish::ALL {
+            let _ = writeln!(
+                out,
+                "rdq_consumer_processed_total{{consumer=\"{consumer}\",outcome=\"{}\"}} {}",
+                kind.as_str(),
+                b.processed.get(kind)
+            );
+        }
+    }
+    let histograms: [HistogramRow; 3] = [
+        (
+            "rdq_backlog_episode_seconds",
+            "How long the consumer's backlog episodes lasted (depth leaving 0 until it is 0 again)",
+            |b| &b.episode_seconds,
+        ),
+        (
+            "rdq_consumer_wait_seconds",
+            "Time the consumer's messages waited before processing",
+            |b| &b.wait,
+        ),
+        (
+            "rdq_consumer_processing_seconds",
+            "Time the consumer took per message",
+            |b| &b.processing,
+        ),
+    ];
+    for (name, help, value) in histograms {
+        family(out, name, "histogram", true, help);
+        for (consumer, b) in snaps {
+            let h = value(b);
+            let cumulative = h.cumulative();
+            for (i, count) in cumulative.iter().enumerate() {
+                let le = h
+                    .bounds
+                    .get(i)
+                    .map_or("+Inf".to_owned(), |b| format!("{b:?}"));
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{consumer=\"{consumer}\",le=\"{le}\"}} {count}"
+                );
+            }
+            let _ = writeln!(out, "{name}_count{{consumer=\"{consumer}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "{name}_sum{{consumer=\"{consumer}\"}} {}",
+                number(h.sum.as_secs_f64())
+            );
+        }
+    }
+}
+
+/// A sample value as OpenMetrics writes it: `+Inf`, `NaN`, or the number
+/// in plain decimal (`3`, `0.25`; never an exponent).
+fn number(v: f64) -> String {
+    if v == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if v.is_nan() {
+        "NaN".to_owned()
+    } else {
+        format!("{v}")
     }
 }

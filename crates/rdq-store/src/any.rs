@@ -103,6 +103,10 @@ impl Store for AnyStore {
         each!(self, s => s.retry(id, now).await)
     }
 
+    async fn cancel_oldest_pending(&self, queue: &str, now: Timestamp) -> Result<Option<JobId>> {
+        each!(self, s => s.cancel_oldest_pending(queue, now).await)
+    }
+
     async fn oldest_pending(&self, queue: &str) -> Result<Option<Timestamp>> {
         each!(self, s => s.oldest_pending(queue).await)
     }
@@ -113,6 +117,10 @@ impl Store for AnyStore {
 
     async fn list(&self, params: ListParams) -> Result<Vec<JobRow>> {
         each!(self, s => s.list(params).await)
+    }
+
+    async fn pending_count(&self, queue: &str) -> Result<u64> {
+        each!(self, s => s.pending_count(queue).await)
     }
 
     async fn counts(&self, queue: &str) -> Result<StateCounts> {

@@ -267,6 +267,16 @@ pub trait Store: Send + Sync + 'static {
     /// attempt if it had spent them all).
     fn retry(&self, id: JobId, now: Timestamp) -> impl Future<Output = Result<RetryResult>> + Send;
 
+    /// Cancels the pending job of `queue` that was put first (the lowest id)
+    /// and returns its id; `None` when nothing is pending. One atomic step:
+    /// a job claimed meanwhile is never touched. A bounded queue that drops
+    /// its oldest message to take a new one uses this.
+    fn cancel_oldest_pending(
+        &self,
+        queue: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<JobId>>> + Send;
+
     /// When the longest-waiting pending job of a queue became runnable.
     fn oldest_pending(&self, queue: &str)
         -> impl Future<Output = Result<Option<Timestamp>>> + Send;
@@ -276,6 +286,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Jobs, newest first.
     fn list(&self, params: ListParams) -> impl Future<Output = Result<Vec<JobRow>>> + Send;
+
+    /// How many jobs of a queue are pending (ready to run, not started): a
+    /// count over the pending jobs alone, cheap however many finished jobs
+    /// the queue keeps.
+    fn pending_count(&self, queue: &str) -> impl Future<Output = Result<u64>> + Send;
 
     /// How many jobs of a queue are in each state.
     fn counts(&self, queue: &str) -> impl Future<Output = Result<StateCounts>> + Send;

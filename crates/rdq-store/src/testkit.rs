@@ -36,7 +36,8 @@ macro_rules! store_suite {
             finished_events_follow_commits, puts_signal_work, invalid_jobs_are_refused,
             snooze_spends_no_attempt, retry_reopens_failures_only, retry_refuses_a_key_a_live_job_holds,
             oldest_pending_is_the_earliest_runnable, rescue_is_limited_and_idempotent,
-            claims_obey_the_width, claims_obey_pause_and_hold, claims_obey_the_rate);
+            claims_obey_the_width, claims_obey_pause_and_hold, claims_obey_the_rate,
+            cancel_oldest_pending_takes_the_first_put_waiting_job);
     };
     (@tests $make:expr; $($check:ident),* $(,)?) => {
         $(
@@ -435,6 +436,60 @@ pub async fn cancel_answers_by_state<S: Store>(store: &S) {
         .is_empty());
 }
 
+/// `cancel_oldest_pending` cancels the pending job put first, never an
+/// underway, scheduled or other queue's job, and says when none is left.
+pub async fn cancel_oldest_pending_takes_the_first_put_waiting_job<S: Store>(store: &S) {
+    let mut scheduled = job("q", 0);
+    scheduled.run_at = Some(at(600));
+    let ids = ids(
+        store,
+        vec![
+            job("q", 5),
+            job("q", 0),
+            scheduled,
+            job("other", 0),
+            job("q", 9),
+        ],
+        at(0),
+    )
+    .await;
+    // The first put is claimed: the oldest pending one is then the second.
+    let claimed = store
+        .claim(claim_params("q", 1, at(1)))
+        .await
+        .expect("claim")
+        .jobs;
+    assert_eq!(claimed[0].id, ids[1], "priority 0 launches first");
+    let mut finished = store.finished_events();
+    assert_eq!(
+        store
+            .cancel_oldest_pending("q", at(2))
+            .await
+            .expect("cancel"),
+        Some(ids[0])
+    );
+    assert_eq!(finished.recv().await.expect("event"), ids[0]);
+    assert_eq!(state(store, ids[0]).await, JobState::Cancelled);
+    assert_eq!(
+        store
+            .cancel_oldest_pending("q", at(3))
+            .await
+            .expect("cancel"),
+        Some(ids[4])
+    );
+    assert_eq!(
+        store
+            .cancel_oldest_pending("q", at(4))
+            .await
+            .expect("cancel"),
+        None,
+        "only the underway and the scheduled job are left"
+    );
+    assert_eq!(state(store, ids[1]).await, JobState::Underway);
+    assert_eq!(state(store, ids[2]).await, JobState::Scheduled);
+    assert_eq!(state(store, ids[3]).await, JobState::Pending);
+}
+
 /// Only waiting jobs change priority, and the claim order follows.
 pub async fn reprioritize_waiting_jobs_only<S: Store>(store: &S) {
     let ids = ids(store, vec![job("q", 0), job("q", 5), job("q", 5)], at(0)).await;
@@ -813,6 +868,9 @@ pub async fn counts_per_state<S: Store>(store: &S) {
         (2, 1, 1, 1)
     );
     assert_eq!(counts.values().sum::<u64>(), 5);
+    assert_eq!(store.pending_count("q").await.expect("pending"), 2);
+    assert_eq!(store.pending_count("other").await.expect("pending"), 1);
+    assert_eq!(store.pending_count("none").await.expect("pending"), 0);
 }
 
 /// Only finished jobs older than the cut-off go, a limited batch at a time.

@@ -5,7 +5,7 @@
 
 use utoipa::OpenApi;
 
-use super::{error, events, jobs, queues, watch};
+use super::{error, events, jobs, queues, topics, watch};
 
 /// The OpenAPI document.
 #[derive(Debug, OpenApi)]
@@ -14,6 +14,7 @@ use super::{error, events, jobs, queues, watch};
     paths(
         queues::list, queues::get, queues::patch, queues::put, queues::put_batch,
         jobs::list, jobs::get, jobs::cancel, jobs::priority, jobs::retry, jobs::wait,
+        topics::publish, topics::list_topics, topics::list_consumers, topics::get_consumer,
         events::stream,
         watch::stalls, watch::dump,
         super::metrics, super::healthz, super::readyz, super::openapi,
@@ -22,6 +23,7 @@ use super::{error, events, jobs, queues, watch};
     tags(
         (name = "queues", description = "Queues: settings and counts"),
         (name = "jobs", description = "Jobs: put, find, cancel, reprioritize, retry, wait"),
+        (name = "topics", description = "Topics and consumers: publish a message to every subscribed consumer's queue; each consumer's backlog"),
         (name = "events", description = "Live changes"),
         (name = "watchdog", description = "Stalls of the server's runtime, and what every underway job is doing"),
         (name = "server", description = "Health, readiness, metrics and this document"),

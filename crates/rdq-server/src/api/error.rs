@@ -19,6 +19,12 @@ pub enum ApiError {
     /// No such queue or job.
     #[error("{0}")]
     NotFound(String),
+    /// No such topic: the message lists the declared ones.
+    #[error("{0}")]
+    UnknownTopic(String),
+    /// No such consumer: the message lists the declared ones.
+    #[error("{0}")]
+    UnknownConsumer(String),
     /// The route exists, but not with this method.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -62,7 +68,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable code: `bad_request`, `unauthorized`,
-    /// `not_found`, `method_not_allowed`, `conflict`, `payload_too_large`,
+    /// `not_found`, `unknown_topic`, `unknown_consumer`, `consumer_full`
+    /// (with the delivered and rejected lists), `method_not_allowed`, `conflict`, `payload_too_large`,
     /// `uri_too_long`, `unsupported_media_type`, `unprocessable`,
     /// `headers_too_large`, `unavailable`, `store_unavailable`,
     /// `store_timeout`, `internal`.
@@ -78,6 +85,8 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::UnknownTopic(_) => (StatusCode::NOT_FOUND, "unknown_topic"),
+            ApiError::UnknownConsumer(_) => (StatusCode::NOT_FOUND, "unknown_consumer"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

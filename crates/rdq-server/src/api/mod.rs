@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod json;
 pub mod queues;
 pub mod time;
+pub mod topics;
 pub mod types;
 pub mod watch;
 pub mod wire;
@@ -52,6 +53,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/jobs/{id}/priority", post(jobs::priority))
         .route("/jobs/{id}/retry", post(jobs::retry))
         .route("/jobs/{id}/wait", get(jobs::wait))
+        .route("/topics", get(topics::list_topics))
+        .route("/topics/{topic}/messages", post(topics::publish))
+        .route("/consumers", get(topics::list_consumers))
+        .route("/consumers/{name}", get(topics::get_consumer))
         .route("/events", get(events::stream))
         .route("/stalls", get(watch::stalls))
         .route("/dump", get(watch::dump));

@@ -128,6 +128,20 @@ impl Client {
         body: Option<&Value>,
         timeout: Duration,
     ) -> Result<Reply, CliError> {
+        self.send_accepting(method, url, body, timeout, &[]).await
+    }
+
+    /// Like [`send`](Client::send), but the error statuses in `accept` give
+    /// their JSON too, as a [`Reply`]: for answers whose error body carries
+    /// a result (a publish that some consumers refused: 429).
+    pub async fn send_accepting(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        timeout: Duration,
+        accept: &[u16],
+    ) -> Result<Reply, CliError> {
         let mut request = self.http.request(method, url).timeout(timeout);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -138,7 +152,7 @@ impl Client {
         let response = request.send().await.map_err(|e| self.transport(&e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.transport(&e))?;
-        if !status.is_success() {
+        if !status.is_success() && !accept.contains(&status.as_u16()) {
             return Err(server_error(status.as_u16(), &bytes));
         }
         let body = serde_json::from_slice(&bytes).map_err(|e| {

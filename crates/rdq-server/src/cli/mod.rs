@@ -12,6 +12,8 @@
 //! | `wait ID...` | waits until the jobs are final |
 //! | `queues` | lists the queues and their counts |
 //! | `width`, `rate`, `pause`, `resume` | change a queue, now and after restarts |
+//! | `publish TOPIC JSON` | publishes a message (`-`: from stdin); prints where it went; exit 1 when a consumer was full |
+//! | `consumers [NAME]` | each consumer's backlog: depth, running/width, oldest, catch-up, status (`--watch` redraws each second) |
 //! | `stalls` | what blocked the server's runtime: culprits and recent stalls (`--full` for stacks) |
 //! | `dump` | what every underway job is doing now (in a poll, waiting; a command's child) |
 //!
@@ -52,6 +54,7 @@ pub mod jobs;
 pub mod output;
 pub mod put;
 pub mod queues;
+pub mod topics;
 pub mod wait;
 pub mod watch;
 
@@ -103,6 +106,12 @@ pub enum Verb {
     Pause(queues::QueueArgs),
     /// Launch a paused queue's jobs again.
     Resume(queues::QueueArgs),
+    /// Publish a message on a topic, to every subscribed consumer; exit 1
+    /// when a consumer was full.
+    Publish(topics::PublishArgs),
+    /// Show each consumer's backlog: depth, running, oldest, catch-up,
+    /// status.
+    Consumers(topics::ConsumersArgs),
     /// Show what blocked the server's runtime: culprit functions and recent
     /// stalls.
     Stalls(watch::StallsArgs),
@@ -167,6 +176,8 @@ pub async fn run(verb: Verb) -> Result<(), CliError> {
         Verb::Rate(a) => queues::rate(&connect(&a.conn)?, &a).await,
         Verb::Pause(a) => queues::pause(&connect(&a.conn)?, &a, true).await,
         Verb::Resume(a) => queues::pause(&connect(&a.conn)?, &a, false).await,
+        Verb::Publish(a) => topics::publish(&connect(&a.conn)?, &a).await,
+        Verb::Consumers(a) => topics::consumers(&connect(&a.conn)?, &a).await,
         Verb::Stalls(a) => watch::stalls(&connect(&a.conn)?, &a).await,
         Verb::Dump(a) => watch::dump(&connect(&a.conn)?, &a).await,
     }

@@ -5,4 +5,6 @@ pub mod database;
 pub mod raw;
 pub mod resolved;
 
-pub use resolved::{load, parse, Config, ConfigError, ExecutorConfig, QueueConfig, WatchdogConfig};
+pub use resolved::{
+    load, parse, Config, ConfigError, ConsumerConfig, ExecutorConfig, QueueConfig, WatchdogConfig,
+};

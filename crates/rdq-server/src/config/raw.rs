@@ -9,12 +9,19 @@ use toml::Spanned;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `topics = ["orders.created", ...]`: the topics messages may be
+    /// published on (top level, before any table).
+    pub topics: Option<Spanned<Vec<Spanned<String>>>>,
     /// `[server]`.
     #[serde(default)]
     pub server: RawServer,
     /// `[queues.NAME]`, one table per queue.
     #[serde(default)]
     pub queues: BTreeMap<String, Spanned<RawQueue>>,
+    /// `[consumers.NAME]`: a queue (same fields as `[queues.NAME]`) fed by
+    /// the topics it subscribes to.
+    #[serde(default)]
+    pub consumers: BTreeMap<String, Spanned<RawQueue>>,
     /// `[watchdog]`.
     #[serde(default)]
     pub watchdog: RawWatchdog,
@@ -66,7 +73,8 @@ pub struct RawServer {
     pub lease: Option<Spanned<String>>,
 }
 
-/// `[queues.NAME]`.
+/// `[queues.NAME]` or `[consumers.NAME]`: the fields after `executor` are
+/// a consumer's alone.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawQueue {
@@ -94,6 +102,16 @@ pub struct RawQueue {
     pub paused: Option<bool>,
     /// What runs each job.
     pub executor: Option<Spanned<RawExecutor>>,
+    /// A consumer's subscriptions: exact topics or `prefix.*`.
+    pub subscribe: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A consumer's most waiting (pending) messages.
+    pub bound: Option<Spanned<i64>>,
+    /// `"reject_newest"`, `"drop_oldest"` or `"block"`.
+    pub overflow: Option<Spanned<String>>,
+    /// With `overflow = "block"`: how long a publish waits for room.
+    pub block_timeout: Option<Spanned<String>>,
+    /// A consumer's status window, e.g. `"60s"` (sampled every second).
+    pub status_window: Option<Spanned<String>>,
 }
 
 /// `[queues.NAME.executor]`.

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rdq::hub::{Overflow, Pattern};
 use rdq::Rate;
 use rdq_store::sqlite::SyncLevel;
 use rdq_store::Backoff;
@@ -56,6 +57,10 @@ pub struct Config {
     pub lease: Duration,
     /// The queues, by name.
     pub queues: Vec<QueueConfig>,
+    /// The topics messages may be published on, as declared.
+    pub topics: Vec<String>,
+    /// The consumers, by name: each a queue of its own name.
+    pub consumers: Vec<ConsumerConfig>,
     /// The stall watchdog.
     pub watchdog: WatchdogConfig,
 }
@@ -104,6 +109,8 @@ impl Default for Config {
             node: None,
             lease: Duration::from_secs(30),
             queues: Vec::new(),
+            topics: Vec::new(),
+            consumers: Vec::new(),
             watchdog: WatchdogConfig::default(),
         }
     }
@@ -133,6 +140,32 @@ pub struct QueueConfig {
     pub paused: bool,
     /// What runs each job.
     pub executor: ExecutorConfig,
+}
+
+/// How long a publish waits for room in a consumer with `overflow =
+/// "block"` and no `block_timeout`.
+pub const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A consumer's status window when it sets none.
+pub const DEFAULT_STATUS_WINDOW: Duration = Duration::from_secs(60);
+
+/// A consumer: a durable queue of its own name, fed with one job per
+/// message published on a topic it subscribes to (kind: the topic; args:
+/// the message).
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Its queue: name, width, rate, timeout, retries, executor.
+    pub queue: QueueConfig,
+    /// What it subscribes to: exact topics or prefixes (`orders.*`).
+    pub subscribe: Vec<Pattern>,
+    /// The declared topics its patterns match, in declaration order.
+    pub topics: Vec<String>,
+    /// The most messages that may wait (pending) in its queue.
+    pub bound: u64,
+    /// What a publish finding it full does.
+    pub overflow: Overflow,
+    /// The window its status is judged over (sampled every second).
+    pub status_window: Duration,
 }
 
 /// A queue's executor.
@@ -377,23 +410,212 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     for (name, queue) in raw.queues {
         let span = queue.span();
         check_queue_name(&name).map_err(|m| error(Some(span.clone()), m))?;
+        let queue = queue.into_inner();
+        for (field, given) in [
+            ("subscribe", queue.subscribe.as_ref().map(|s| s.span())),
+            ("bound", queue.bound.as_ref().map(|s| s.span())),
+            ("overflow", queue.overflow.as_ref().map(|s| s.span())),
+            (
+                "block_timeout",
+                queue.block_timeout.as_ref().map(|s| s.span()),
+            ),
+            (
+                "status_window",
+                queue.status_window.as_ref().map(|s| s.span()),
+            ),
+        ] {
+            if let Some(at) = given {
+                return Err(error(
+                    Some(at),
+                    format!("queues.{name}.{field}: only a consumer takes {field}; declare it as [consumers.{name}] instead"),
+                ));
+            }
+        }
         config.queues.push(
-            resolve_queue(&name, queue.into_inner())
+            resolve_queue("queues", &name, queue)
                 .map_err(|(s, m)| error(Some(s.unwrap_or(span)), m))?,
         );
+    }
+    for topic in raw.topics.map(|t| t.into_inner()).unwrap_or_default() {
+        let at = topic.span();
+        let topic = topic.into_inner();
+        rdq::hub::check_topic(&topic).map_err(|e| {
+            error(
+                Some(at.clone()),
+                format!(
+                    "topics: {e}; write topics as dot-separated words, e.g. \"orders.created\""
+                ),
+            )
+        })?;
+        if config.topics.contains(&topic) {
+            return Err(error(
+                Some(at),
+                format!("topics: {topic:?} is declared twice; remove one"),
+            ));
+        }
+        config.topics.push(topic);
+    }
+    for (name, consumer) in raw.consumers {
+        let span = consumer.span();
+        check_queue_name(&name).map_err(|m| error(Some(span.clone()), m))?;
+        if config.queues.iter().any(|q| q.name == name) {
+            return Err(error(
+                Some(span),
+                format!(
+                    "consumers.{name}: a queue is named {name:?} too; a consumer is a queue of its own name, so rename one of them"
+                ),
+            ));
+        }
+        let consumer = resolve_consumer(&name, consumer.into_inner(), &config.topics)
+            .map_err(|(s, m)| error(Some(s.unwrap_or(span)), m))?;
+        config.consumers.push(consumer);
     }
     Ok(config)
 }
 
+fn resolve_consumer(
+    name: &str,
+    mut raw: RawQueue,
+    topics: &[String],
+) -> Result<ConsumerConfig, Located> {
+    let field = |f: &str| format!("consumers.{name}.{f}");
+    let Some(subscribe) = raw.subscribe.take() else {
+        return Err((
+            None,
+            format!("consumers.{name} subscribes to nothing; add e.g. subscribe = [\"orders.*\"]"),
+        ));
+    };
+    let list_span = subscribe.span();
+    let subscribe = subscribe.into_inner();
+    if subscribe.is_empty() {
+        return Err((
+            Some(list_span),
+            format!(
+                "{}: the list is empty, so the consumer subscribes to nothing; name a topic or a prefix such as \"orders.*\"",
+                field("subscribe")
+            ),
+        ));
+    }
+    let mut patterns: Vec<Pattern> = Vec::new();
+    let mut matched: Vec<String> = Vec::new();
+    for p in subscribe {
+        let at = p.span();
+        let pattern = Pattern::parse(p.get_ref()).map_err(|e| {
+            (
+                Some(at.clone()),
+                format!(
+                    "{}: {e}; write an exact topic (\"orders.created\") or a prefix ending in \".*\" (\"orders.*\")",
+                    field("subscribe")
+                ),
+            )
+        })?;
+        let hits: Vec<&String> = topics.iter().filter(|t| pattern.matches(t)).collect();
+        if hits.is_empty() {
+            let declared = if topics.is_empty() {
+                "no topics are declared; add topics = [...] at the top of the file".to_owned()
+            } else {
+                format!("the declared topics are {topics:?}")
+            };
+            return Err((
+                Some(at),
+                format!(
+                    "{}: {:?} matches no declared topic (a typo?); {declared}",
+                    field("subscribe"),
+                    pattern.as_str()
+                ),
+            ));
+        }
+        for t in hits {
+            if !matched.contains(t) {
+                matched.push(t.clone());
+            }
+        }
+        if !patterns.contains(&pattern) {
+            patterns.push(pattern);
+        }
+    }
+    let bound = match raw.bound.take() {
+        None => 10_000,
+        Some(b) if *b.get_ref() == 0 => {
+            return Err((
+                Some(b.span()),
+                format!(
+                    "{}: a bound of 0 would refuse every message; give the most messages that may wait ({} to {}; default 10000)",
+                    field("bound"),
+                    limits::BOUND.min,
+                    limits::BOUND.max
+                ),
+            ))
+        }
+        Some(b) => limits::BOUND
+            .check(&field("bound"), *b.get_ref())
+            .map_err(|m| (Some(b.span()), m))?,
+    };
+    let block_timeout = match raw.block_timeout.take() {
+        Some(t) => Some((
+            t.span(),
+            limits::BLOCK_TIMEOUT
+                .parse(&field("block_timeout"), t.get_ref())
+                .map_err(|m| (Some(t.span()), m))?,
+        )),
+        None => None,
+    };
+    let overflow = match raw.overflow.take() {
+        None => Overflow::RejectNewest,
+        Some(o) => match o.get_ref().as_str() {
+            "reject_newest" => Overflow::RejectNewest,
+            "drop_oldest" => Overflow::DropOldest,
+            "block" => Overflow::Block(
+                block_timeout
+                    .as_ref()
+                    .map_or(DEFAULT_BLOCK_TIMEOUT, |(_, t)| *t),
+            ),
+            other => {
+                return Err((
+                    Some(o.span()),
+                    format!(
+                        "{}: {other:?} is not a policy; use \"reject_newest\", \"drop_oldest\" or \"block\"",
+                        field("overflow")
+                    ),
+                ))
+            }
+        },
+    };
+    if let (Some((at, _)), false) = (&block_timeout, matches!(overflow, Overflow::Block(_))) {
+        return Err((
+            Some(at.clone()),
+            format!(
+                "{}: only a consumer with overflow = \"block\" waits; set overflow = \"block\" or remove block_timeout",
+                field("block_timeout")
+            ),
+        ));
+    }
+    let status_window = match raw.status_window.take() {
+        Some(w) => limits::STATUS_WINDOW
+            .parse(&field("status_window"), w.get_ref())
+            .map_err(|m| (Some(w.span()), m))?,
+        None => DEFAULT_STATUS_WINDOW,
+    };
+    let queue = resolve_queue("consumers", name, raw)?;
+    Ok(ConsumerConfig {
+        queue,
+        subscribe: patterns,
+        topics: matched,
+        bound,
+        overflow,
+        status_window,
+    })
+}
+
 type Located = (Option<std::ops::Range<usize>>, String);
 
-fn resolve_queue(name: &str, q: RawQueue) -> Result<QueueConfig, Located> {
+fn resolve_queue(section: &str, name: &str, q: RawQueue) -> Result<QueueConfig, Located> {
     let at = |s: std::ops::Range<usize>, field: &str, m: String| {
-        (Some(s), format!("queues.{name}.{field}: {m}"))
+        (Some(s), format!("{section}.{name}.{field}: {m}"))
     };
     // A range error names the setting itself: `queues.NAME.width 20000 is
     // out of range; allowed: 0 to 10000`.
-    let field = |f: &str| format!("queues.{name}.{f}");
+    let field = |f: &str| format!("{section}.{name}.{f}");
     let counted = |n: &Option<toml::Spanned<i64>>, f: &str, range: limits::Counts| {
         n.as_ref()
             .map(|n| {
@@ -439,7 +661,7 @@ fn resolve_queue(name: &str, q: RawQueue) -> Result<QueueConfig, Located> {
     let max = duration(q.backoff_max, "backoff_max", limits::BACKOFF)?
         .unwrap_or(Duration::from_secs(3600).max(base));
     let mut backoff =
-        Backoff::exponential(base, max).map_err(|e| (None, format!("queues.{name}: {e}")))?;
+        Backoff::exponential(base, max).map_err(|e| (None, format!("{section}.{name}: {e}")))?;
     if let Some(j) = q.backoff_jitter {
         backoff = backoff
             .with_jitter(*j.get_ref())
@@ -450,12 +672,16 @@ fn resolve_queue(name: &str, q: RawQueue) -> Result<QueueConfig, Located> {
     let Some(executor) = q.executor else {
         return Err((
             None,
-            format!("queues.{name} has no executor; add [queues.{name}.executor] with type = \"http\" or \"command\""),
+            format!("{section}.{name} has no executor; add [{section}.{name}.executor] with type = \"http\" or \"command\""),
         ));
     };
     let executor_span = executor.span();
-    let executor = resolve_executor(executor.into_inner(), timeout)
-        .map_err(|m| (Some(executor_span), format!("queues.{name}.executor: {m}")))?;
+    let executor = resolve_executor(executor.into_inner(), timeout).map_err(|m| {
+        (
+            Some(executor_span),
+            format!("{section}.{name}.executor: {m}"),
+        )
+    })?;
     Ok(QueueConfig {
         name: name.to_owned(),
         width,
@@ -687,6 +913,56 @@ grace = "2s"
         assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 7878)));
         assert!(c.queues.is_empty() && c.token.is_none());
     }
+
+    const TOPICS: &str = "topics = [\"orders.created\", \"orders.paid\", \"users.new\"]\n";
+    const EXEC: &str = "[consumers.audit.executor]\ntype = \"http\"\nurl = \"http://x\"\n";
+
+    #[test]
+    fn topics_and_consumers() {
+        let c = check(&format!(
+            "{TOPICS}[consumers.audit]\nsubscribe = [\"orders.*\", \"orders.paid\"]\nwidth = 4\nbound = 50\n\
+             overflow = \"block\"\nblock_timeout = \"2s\"\n{EXEC}\
+             [consumers.billing]\nsubscribe = [\"orders.paid\"]\n[consumers.billing.executor]\ntype = \"http\"\nurl = \"http://y\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.topics, ["orders.created", "orders.paid", "users.new"]);
+        let audit = &c.consumers[0];
+        assert_eq!(audit.queue.name, "audit");
+        assert_eq!(audit.queue.width, 4);
+        assert_eq!(audit.bound, 50);
+        assert_eq!(audit.overflow, Overflow::Block(Duration::from_secs(2)));
+        assert_eq!(audit.topics, ["orders.created", "orders.paid"]);
+        assert_eq!(audit.subscribe.len(), 2);
+        let billing = &c.consumers[1];
+        assert_eq!(
+            (billing.bound, billing.overflow),
+            (10_000, Overflow::RejectNewest)
+        );
+        assert_eq!(billing.topics, ["orders.paid"]);
+    }
+
+    #[test]
+    fn consumer_errors_name_the_line_and_the_fix() {
+        let cases = [
+            (format!("{TOPICS}[consumers.audit]\nsubscribe = [\"orders.*.paid\"]\n{EXEC}"), 3, "only an exact topic or a trailing \".*\""),
+            (format!("{TOPICS}[consumers.audit]\nsubscribe = [\"ord*\"]\n{EXEC}"), 3, "prefix ending in \".*\""),
+            (format!("{TOPICS}[consumers.audit]\nwidth = 1\n{EXEC}"), 2, "subscribes to nothing"),
+            (format!("{TOPICS}[consumers.audit]\nsubscribe = []\n{EXEC}"), 3, "subscribes to nothing"),
+            (format!("{TOPICS}[consumers.audit]\nsubscribe = [\"orders.*\"]\n{EXEC}[consumers.audit]\nwidth = 2\n"), 7, "duplicate key"),
+            (format!("{TOPICS}[queues.audit]\n[queues.audit.executor]\ntype = \"http\"\nurl = \"http://x\"\n[consumers.audit]\nsubscribe = [\"orders.*\"]\n{EXEC}"), 6, "a queue is named \"audit\" too"),
+            (format!("{TOPICS}[consumers.audit]\nsubscribe = [\"orders.*\"]\nbound = 0\n{EXEC}"), 4, "a bound of 0 would refuse every message"),
+            (format!("{TOPICS}[consumers.audit]\nsubscribe = [\"order.*\"]\n{EXEC}"), 3, "matches no declared topic (a typo?); the declared topics are"),
+            (format!("{TOPICS}[consumers.audit]\nsubscribe = [\"orders.*\"]\nblock_timeout = \"1s\"\n{EXEC}"), 4, "set overflow = \"block\" or remove block_timeout"),
+            (format!("{TOPICS}[consumers.audit]\nsubscribe = [\"orders.*\"]\noverflow = \"drop_newest\"\n{EXEC}"), 4, "not a policy"),
+            ("topics = [\"a..b\"]\n".to_owned(), 1, "empty segment"),
+            ("[queues.q]\nsubscribe = [\"a\"]\n".to_owned(), 2, "declare it as [consumers.q]"),
+        ];
+        for (text, line, words) in cases {
+            let err = check(&text).unwrap_err();
+            assert_eq!(err.line, Some(line), "{text:?} -> {err}");
+            assert!(err.message.contains(words), "{text:?} -> {err}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -703,5 +979,7 @@ mod example {
         assert_eq!(config.queues[1].name.as_str(), "sms");
         assert_eq!(config.queues[1].executor.kind(), "http");
         assert_eq!(config.queues[0].executor.kind(), "command");
+        assert_eq!(config.topics, ["orders.created", "orders.paid"]);
+        assert_eq!(config.consumers[0].topics, config.topics);
     }
 }

@@ -190,16 +190,16 @@ fn terminate(child: &mut Child) -> Option<i32> {
 
 /// What one run of the client did.
 #[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
     /// Checks that it failed with `code` and one `rdq: ` line on stderr
     /// containing `text`.
-    fn failed(&self, code: i32, text: &str) {
+    pub(crate) fn failed(&self, code: i32, text: &str) {
         assert_eq!(self.code, code, "{self:?}");
         assert_eq!(self.stderr.lines().count(), 1, "one line: {self:?}");
         assert!(self.stderr.starts_with("rdq: "), "{self:?}");
@@ -209,7 +209,7 @@ impl Run {
 
 /// Runs `rdq ARGS` with `RDQ_SERVER=server`; a run that takes longer than
 /// [`PATIENCE`] is killed and fails the test.
-fn rdq_with(server: &str, args: &[&str]) -> Run {
+pub(crate) fn rdq_with(server: &str, args: &[&str]) -> Run {
     let child = Command::new(env!("CARGO_BIN_EXE_rdq"))
         .args(args)
         .env("RDQ_SERVER", server)
@@ -508,7 +508,7 @@ fn no_server_and_bad_usage_fail_with_their_own_status() {
         (&["width", "hook", "-3"][..], "unexpected argument"),
         (&["jobs", "--state", "asleep"], "unknown job state"),
         (&["wait"], "required"),
-        (&["publish", "topic"], "unrecognized subcommand"),
+        (&["publish", "topic"], "required"),
         (&["put", "hook", "{not json"], "JSON_ARGS is not JSON"),
         (
             &["put", "hook", "--delay", "soon"],

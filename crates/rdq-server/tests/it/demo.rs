@@ -38,3 +38,32 @@ async fn in_a_rush_the_gateway_holds_a_queue_sent_faster_than_it_allows() {
     .expect("within 30 s of a rush of 25 a second sent at up to 40, the gateway answers 429");
     demo.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_publishes_to_a_fast_and_a_slow_consumer() {
+    let load = Load { backlog: 0, ..LOAD };
+    let demo = demo::start("127.0.0.1:0".parse().unwrap(), load)
+        .await
+        .unwrap();
+    let app = demo.running.app.clone();
+    let names: Vec<&str> = app.consumers.iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["receipts", "analytics"]);
+    // Both consumers get the demo's messages and process them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut done = true;
+        for c in &app.consumers {
+            let b = c.snapshot().await.unwrap();
+            done &= b.enqueued > 0 && b.processed.ok > 0;
+        }
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the demo's consumers processed nothing in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    demo.stop().await.unwrap();
+}

@@ -14,9 +14,9 @@ use crate::support::{Answer, Target};
 
 /// A running `rdq serve`, killed (SIGKILL) if the test ends without
 /// stopping it.
-struct Server {
+pub(crate) struct Server {
     child: Option<Child>,
-    base: String,
+    pub(crate) base: String,
     http: reqwest::Client,
 }
 
@@ -56,7 +56,7 @@ url = "{target}"
 }
 
 impl Server {
-    fn start(dir: &Path, config: &Path) -> Server {
+    pub(crate) fn start(dir: &Path, config: &Path) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rdq"))
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(dir.join("rdq.db"))
@@ -88,7 +88,7 @@ impl Server {
         self.child.as_ref().unwrap().id() as i32
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.parse().unwrap(), url);
         if let Some(body) = body {
@@ -107,7 +107,7 @@ impl Server {
         reply["id"].as_i64().unwrap()
     }
 
-    async fn finished(&self, id: i64) -> Value {
+    pub(crate) async fn finished(&self, id: i64) -> Value {
         let (status, job) = self
             .call(
                 "GET",
@@ -119,13 +119,13 @@ impl Server {
         job
     }
 
-    fn signal(&self, signal: i32) {
+    pub(crate) fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
     }
 
     /// Waits for the process to exit; its status code.
-    fn exit(mut self) -> Option<i32> {
+    pub(crate) fn exit(mut self) -> Option<i32> {
         let mut child = self.child.take().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -349,7 +349,7 @@ async fn sigterm_stops_cleanly_and_a_restart_resumes() {
     assert_eq!(s.exit(), Some(0));
 }
 
-fn rdq(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+pub(crate) fn rdq(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_rdq"))
         .args(args)
         .envs(env.iter().copied())

@@ -1,13 +1,14 @@
 //! Integration tests of rdq-server: one test binary, one module per area.
 
 mod api;
-mod cli;
+pub(crate) mod cli;
 mod command;
 mod demo;
-mod e2e;
+pub(crate) mod e2e;
 mod limits;
 mod postgres;
 mod processes;
 mod support;
+mod topics;
 mod watch;
 mod wire;

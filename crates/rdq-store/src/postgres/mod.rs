@@ -1323,6 +1323,24 @@ impl Store for PgStore {
         }
     }
 
+    async fn cancel_oldest_pending(&self, queue: &str, now: Timestamp) -> Result<Option<JobId>> {
+        let core = self.core();
+        let client = core.api_client().await?;
+        let stmt = client
+            .prepare_cached(queries::CANCEL_OLDEST_PENDING)
+            .await
+            .map_err(pg_error)?;
+        let row = client
+            .query_opt(&stmt, &[&queue, &self.now(now)])
+            .await
+            .map_err(pg_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let id = JobId(row.try_get(0).map_err(pg_error)?);
+        let _ = core.signals.finished.send(id);
+        let _ = core.notify.send(Outgoing::Finished(vec![id]));
+        Ok(Some(id))
+    }
+
     async fn oldest_pending(&self, queue: &str) -> Result<Option<Timestamp>> {
         self.queue_time(queries::OLDEST_PENDING, queue).await
     }
@@ -1370,6 +1388,17 @@ impl Store for PgStore {
             .iter()
             .map(queries::job)
             .collect()
+    }
+
+    async fn pending_count(&self, queue: &str) -> Result<u64> {
+        let client = self.core().api_client().await?;
+        let stmt = client
+            .prepare_cached(queries::PENDING_COUNT)
+            .await
+            .map_err(pg_error)?;
+        let row = client.query_one(&stmt, &[&queue]).await.map_err(pg_error)?;
+        let n: i64 = row.try_get(0).map_err(pg_error)?;
+        Ok(n.max(0) as u64)
     }
 
     async fn counts(&self, queue: &str) -> Result<StateCounts> {

@@ -222,6 +222,15 @@ pub(super) fn cancel_waiting() -> String {
     )
 }
 
+/// Cancels the pending job of a queue put first: $1 queue, $2 now. One
+/// statement; a job another transaction holds (being claimed) is skipped.
+pub(super) const CANCEL_OLDEST_PENDING: &str = "\
+    UPDATE rdq_jobs SET state = 'cancelled', \
+      finished_at = greatest(coalesce($2::bigint, rdq_now()), coalesce(launched_at, queued_at)) \
+    WHERE id = (SELECT id FROM rdq_jobs WHERE queue = $1 AND state = 'pending' \
+                ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+      AND state = 'pending' RETURNING id";
+
 /// Asks an underway job's node to cancel it: $1 id.
 pub(super) fn cancel_underway() -> String {
     format!(
@@ -278,6 +287,10 @@ pub(super) fn list(queue: bool, state: bool, before: bool) -> String {
 }
 
 /// $1 queue.
+/// $1 queue: its pending jobs (on the `rdq_jobs_ready` partial index).
+pub(super) const PENDING_COUNT: &str =
+    "SELECT count(*) FROM rdq_jobs WHERE queue = $1 AND state = 'pending'";
+
 pub(super) const COUNTS: &str =
     "SELECT state, count(*) FROM rdq_jobs WHERE queue = $1 GROUP BY state";
 

@@ -733,6 +733,19 @@ impl Store for SqliteStore {
         Ok(result)
     }
 
+    async fn cancel_oldest_pending(&self, queue: &str, now: Timestamp) -> Result<Option<JobId>> {
+        let queue = queue.to_owned();
+        let id = self
+            .write(Ack::Sync, move |conn| {
+                queries::cancel_oldest_pending(conn, &queue, now)
+            })
+            .await?;
+        if let Some(id) = id {
+            let _ = self.shared.finished.send(id);
+        }
+        Ok(id)
+    }
+
     async fn oldest_pending(&self, queue: &str) -> Result<Option<Timestamp>> {
         let queue = queue.to_owned();
         self.read(move |conn| queries::oldest_pending(conn, &queue))
@@ -745,6 +758,12 @@ impl Store for SqliteStore {
 
     async fn list(&self, params: ListParams) -> Result<Vec<JobRow>> {
         self.read(move |conn| queries::list(conn, &params)).await
+    }
+
+    async fn pending_count(&self, queue: &str) -> Result<u64> {
+        let queue = queue.to_owned();
+        self.read(move |conn| queries::pending_count(conn, &queue))
+            .await
     }
 
     async fn counts(&self, queue: &str) -> Result<StateCounts> {

@@ -563,6 +563,30 @@ pub(crate) fn oldest_pending(conn: &Connection, queue: &str) -> Result<Option<Ti
         .map(Timestamp))
 }
 
+/// Cancels the pending job of `queue` put first (on the writer thread, so
+/// no claim comes between the look and the change).
+pub(crate) fn cancel_oldest_pending(
+    conn: &Connection,
+    queue: &str,
+    now: Timestamp,
+) -> Result<Option<JobId>> {
+    let id: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM rdq_jobs WHERE queue = ?1 AND state = 'pending' ORDER BY id LIMIT 1",
+        )?
+        .query_row(params![queue], |r| r.get(0))
+        .optional()?;
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    conn.prepare_cached(
+        "UPDATE rdq_jobs SET state = 'cancelled', \
+         finished_at = MAX(?2, COALESCE(launched_at, queued_at)) WHERE id = ?1 AND state = 'pending'",
+    )?
+    .execute(params![id, now.0])?;
+    Ok(Some(JobId(id)))
+}
+
 pub(crate) fn reprioritize(
     conn: &Connection,
     id: JobId,
@@ -604,6 +628,15 @@ pub(crate) fn list(conn: &Connection, p: &ListParams) -> Result<Vec<JobRow>> {
         .query_map(rusqlite::params_from_iter(args), row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// Pending jobs of a queue, counted on the `rdq_jobs_ready` index (pending
+/// jobs only).
+pub(crate) fn pending_count(conn: &Connection, queue: &str) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM rdq_jobs WHERE queue = ?1 AND state = 'pending'")?
+        .query_row(params![queue], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
 }
 
 pub(crate) fn counts(conn: &Connection, queue: &str) -> Result<StateCounts> {

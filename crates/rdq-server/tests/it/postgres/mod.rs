@@ -580,3 +580,51 @@ async fn refusals_on_postgres() {
     let (status, _) = s.call("GET", "/readyz", None).await;
     assert_eq!(status, axum::http::StatusCode::OK);
 }
+
+/// A message published to two consumers on PostgreSQL: one commit writes a
+/// job into each consumer's queue, and both run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_published_to_two_consumers_runs_in_both() {
+    let schema: Schema = schema_or_skip!("a_message_published_to_two_consumers_runs_in_both");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topics.toml");
+    let consumer = |name: &str| {
+        format!(
+            "[consumers.{name}]\nsubscribe = [\"orders.*\"]\nmax_attempts = 2\n\
+             [consumers.{name}.executor]\ntype = \"command\"\nargv = [\"/bin/sleep\", \"{{args.secs}}\"]\n"
+        )
+    };
+    std::fs::write(
+        &path,
+        format!(
+            "topics = [\"orders.paid\"]\n[server]\ndatabase_schema = \"{}\"\nnode = \"pub\"\n{}{}",
+            schema.name,
+            consumer("fast"),
+            consumer("slow")
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&schema.url, &path).await;
+    let (status, reply) = s
+        .call(
+            "POST",
+            "/api/v1/topics/orders.paid/messages",
+            Some(json!({"message": {"secs": "0"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let delivered = reply["delivered"].as_array().unwrap();
+    assert_eq!(delivered.len(), 2, "{reply}");
+    for d in delivered {
+        let job = s.finished(d["job"].as_i64().unwrap()).await;
+        assert_eq!(
+            (&job["state"], &job["queue"], &job["kind"]),
+            (&json!("succeeded"), &d["consumer"], &json!("orders.paid")),
+            "{job}"
+        );
+    }
+    let (status, list) = s.call("GET", "/api/v1/consumers", None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["consumers"].as_array().unwrap().len(), 2);
+    assert_eq!(s.stop().await, Some(0));
+}
