@@ -9,17 +9,24 @@
 //! another lock. Time is `tokio::time::Instant`, so a paused test clock
 //! drives all of it.
 //!
-//! **Arrival rate λ** is an exponentially weighted rate with a time
-//! constant of `arrival_horizon` (10 s): each arrival adds `1/τ`, and the
-//! sum decays by `e^(-Δt/τ)`. A steady stream of λ per second converges to
-//! λ. Alone, such an average is slow to notice that a burst has ended: one
-//! second after a 10 s burst of 120/s it still says about 70/s, and a
-//! consumer that drains 20/s would be reported "not catching up" for half a
-//! minute while it plainly is. So the rate is also capped by the silence
+//! **Arrival rate λ** is built from exponentially weighted rates: each
+//! arrival adds `1/τ` to a sum that decays by `e^(-Δt/τ)`, so a steady
+//! stream of λ per second converges to λ. Two of them: the long one (τ =
+//! `arrival_horizon`, 10 s) is steady; the short one (τ = 1 s) notices a
+//! burst within a second or two, where the long one would take twenty. λ is
+//! the larger of the two, so a growing backlog is seen as one at once.
+//!
+//! Alone, such averages are slow to notice that a burst has *ended*: one
+//! second after a 10 s burst of 120/s the long one still says about 70/s,
+//! and a consumer that drains 20/s would be reported "not catching up" for
+//! half a minute while it plainly is. So λ is also capped by the silence
 //! since the last arrival: at most `2 / silence`. Under a Poisson stream of
 //! rate λ a silence longer than `2/λ` has a probability of `e^-2` (14%), so
 //! the cap rarely bites while arrivals go on, and it brings the estimate
-//! down within a second or two once they stop.
+//! down within a second or two once they stop. And so that one stray
+//! message after a long silence does not bring the burst's rate back, each
+//! arrival first lowers both averages to `4 / silence` (a silence that long
+//! has a probability of 2% while a stream of that rate goes on).
 //!
 //! **Capacity μ** is `width / mean processing time`, the mean being an
 //! exponentially weighted average over recent jobs (weight 0.1 per job):
@@ -45,6 +52,13 @@ use super::status::{Sample, Status, Window};
 /// Silence since the last arrival caps the arrival rate at this many
 /// arrivals per silence (see the module docs).
 const SILENCE_FACTOR: f64 = 2.0;
+
+/// An arrival after a silence lowers the averages for good to this many
+/// arrivals per silence (see the module docs).
+const FORGET_FACTOR: f64 = 4.0;
+
+/// Time constant of the short arrival average, seconds.
+const SHORT_HORIZON: f64 = 1.0;
 
 /// Weight of each finished job in the mean processing time.
 const PROCESSING_WEIGHT: f64 = 0.1;
@@ -214,6 +228,9 @@ pub struct Gauges {
 pub struct Episode {
     /// When depth left 0 (wall clock).
     pub began_at: SystemTime,
+    /// When depth left 0, on the monotonic clock (Tokio's, so a paused test
+    /// clock applies).
+    pub began: Instant,
     /// How long it lasted (so far, for the current one).
     pub duration: Duration,
     /// The largest depth seen during it.
@@ -269,8 +286,10 @@ pub struct BacklogSnapshot {
 
 #[derive(Debug)]
 struct Rates {
-    /// Decayed arrival sum, in arrivals per second, as of `last_arrival`.
+    /// Decayed arrival sums, in arrivals per second, as of `last_arrival`:
+    /// over `arrival_horizon`, and over [`SHORT_HORIZON`].
     arrival: f64,
+    arrival_short: f64,
     last_arrival: Option<Instant>,
     /// Mean processing time of recent jobs, seconds.
     processing: Option<f64>,
@@ -346,6 +365,7 @@ impl Backlog {
             episode_seconds: Recorder::new(EPISODE_BUCKETS),
             rates: Mutex::new(Rates {
                 arrival: 0.0,
+                arrival_short: 0.0,
                 last_arrival: None,
                 processing: None,
             }),
@@ -370,7 +390,15 @@ impl Backlog {
         let now = Instant::now();
         let tau = self.config.arrival_horizon.as_secs_f64();
         let mut r = lock(&self.rates);
-        r.arrival = decayed(r.arrival, r.last_arrival, now, tau) + n as f64 / tau;
+        let mut long = decayed(r.arrival, r.last_arrival, now, tau);
+        let mut short = decayed(r.arrival_short, r.last_arrival, now, SHORT_HORIZON);
+        if let Some(last) = r.last_arrival.filter(|last| now > *last) {
+            let floor = FORGET_FACTOR / now.duration_since(last).as_secs_f64();
+            long = long.min(floor);
+            short = short.min(floor);
+        }
+        r.arrival = long + n as f64 / tau;
+        r.arrival_short = short + n as f64 / SHORT_HORIZON;
         r.last_arrival = Some(now);
     }
 
@@ -429,6 +457,7 @@ impl Backlog {
             (Some(current), 0) => {
                 let episode = Episode {
                     began_at: current.began_at,
+                    began: current.began,
                     duration: now.saturating_duration_since(current.began),
                     peak_depth: current.peak,
                 };
@@ -482,7 +511,12 @@ impl Backlog {
         let now = Instant::now();
         let tau = self.config.arrival_horizon.as_secs_f64();
         let r = lock(&self.rates);
-        let rate = decayed(r.arrival, r.last_arrival, now, tau);
+        let rate = decayed(r.arrival, r.last_arrival, now, tau).max(decayed(
+            r.arrival_short,
+            r.last_arrival,
+            now,
+            SHORT_HORIZON,
+        ));
         match r.last_arrival {
             Some(last) if now > last => {
                 rate.min(SILENCE_FACTOR / now.duration_since(last).as_secs_f64())
@@ -517,6 +551,7 @@ impl Backlog {
             let e = lock(&self.episodes);
             let current = e.current.as_ref().map(|c| Episode {
                 began_at: c.began_at,
+                began: c.began,
                 duration: now.saturating_duration_since(c.began),
                 peak_depth: c.peak,
             });
@@ -601,6 +636,30 @@ mod tests {
             rate <= 2.0,
             "one silent second caps the rate at 2/s, got {rate}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_seen_within_two_seconds() {
+        let b = Backlog::default();
+        for _ in 0..240 {
+            b.enqueued(1);
+            advance(Duration::from_micros(8333)).await; // 120/s for 2 s
+        }
+        let rate = b.arrival_rate();
+        assert!(rate > 100.0, "two seconds into 120/s, got {rate}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_message_after_a_long_silence_does_not_bring_a_burst_back() {
+        let b = Backlog::default();
+        for _ in 0..1200 {
+            b.enqueued(1);
+            advance(Duration::from_micros(8333)).await; // 120/s for 10 s
+        }
+        advance(Duration::from_secs(15)).await;
+        b.enqueued(1);
+        let rate = b.arrival_rate();
+        assert!(rate < 1.5, "15 s of silence, then one message: got {rate}");
     }
 
     #[tokio::test(start_paused = true)]
