@@ -11,6 +11,7 @@ mod b1;
 mod b2;
 mod b3;
 mod b6;
+mod b7;
 mod b8;
 mod disk;
 mod durable;
@@ -25,7 +26,7 @@ use report::Report;
 static ALLOC: alloc::Counting = alloc::Counting;
 
 /// Every scenario, in the order a full run takes them.
-const ALL: [&str; 15] = [
+const ALL: [&str; 16] = [
     "B1",
     "B2",
     "B3",
@@ -40,6 +41,7 @@ const ALL: [&str; 15] = [
     "W1-pg-process",
     "W2-pg",
     "B6",
+    "B7",
     "B8",
 ];
 
@@ -59,6 +61,7 @@ fn run(id: &str, quick: bool) -> Result<Report, String> {
         "W1-pg-process" => pg::w1_process(quick),
         "W2-pg" => pg::w2(quick),
         "B6" => Ok(b6::run(quick)),
+        "B7" => Ok(b7::run(quick)),
         "B8" => b8::run(quick),
         other => Err(format!("no scenario {other}")),
     }
