@@ -16,7 +16,7 @@
 //! started all N messages; the hub is then stopped, cancelling the slow
 //! consumer's backlog.
 //!
-//! Rounds are interleaved in seven pairs (two with `--quick`, of 2,000
+//! Rounds are interleaved in eleven pairs (two with `--quick`, of 2,000
 //! messages) whose order alternates (AB, BA, AB, …),
 //! after one unmeasured warm-up run. `value` is B's p99 and `baseline` A's
 //! (each the median over rounds, in milliseconds); `ratio` is the median
@@ -201,7 +201,7 @@ fn load_average() -> String {
 /// The scenario.
 pub(crate) fn run(quick: bool) -> Report {
     let load_before = load_average();
-    let (n, pairs) = if quick { (2_000, 2) } else { (20_000, 7) };
+    let (n, pairs) = if quick { (2_000, 2) } else { (20_000, 11) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -76,6 +76,11 @@ impl<T> Bucket<T> {
         let pos = self.position(id).ok()?;
         let value = self.slots[pos].1.take()?;
         self.live -= 1;
+        // Tombstones at the front go at once: `oldest` (drop-oldest, on
+        // every put to a full queue) then finds a live job first.
+        while matches!(self.slots.front(), Some((_, None))) {
+            self.slots.pop_front();
+        }
         let dead = self.slots.len() - self.live;
         if dead > SWEEP_MIN && dead > self.live {
             self.slots.retain(|(_, v)| v.is_some());
